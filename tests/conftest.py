@@ -1,0 +1,47 @@
+"""Shared fixtures: the real PTB directory (required under CI=true) and tiny generated corpora."""
+import os
+
+import numpy as np
+import pytest
+
+
+def _ptb_dir():
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = [os.environ.get("PTB_DATA_DIR"), os.path.join(here, "..", "..", "shared", "data", "ptb")]
+    for candidate in candidates:
+        if candidate and os.path.isfile(os.path.join(candidate, "ptb.train.txt")):
+            return os.path.abspath(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def ptb_dir():
+    """The real PTB; under CI=true its absence fails the test instead of skipping it."""
+    found = _ptb_dir()
+    if found is None:
+        message = "Real PTB not found: set PTB_DATA_DIR to the folder holding ptb.train.txt."
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def write_corpus(directory, train, valid, test):
+    """Writes ptb.{train,valid,test}.txt (each a list of sentence strings) and returns the folder."""
+    os.makedirs(directory, exist_ok=True)
+    for split, lines in (("train", train), ("valid", valid), ("test", test)):
+        with open(os.path.join(directory, f"ptb.{split}.txt"), "w", encoding="utf-8") as handle:
+            handle.write("".join(f" {line} \n" for line in lines))
+    return str(directory)
+
+
+@pytest.fixture
+def tiny_corpus_dir(tmp_path):
+    """A seeded random corpus of 40 words, big enough for the test config and a few windows."""
+    rng = np.random.RandomState(0)
+    words = [f"w{i}" for i in range(40)]
+
+    def sentences(count):
+        return [" ".join(rng.choice(words, size=rng.randint(3, 12))) for _ in range(count)]
+
+    return write_corpus(tmp_path / "corpus", sentences(300), sentences(40), sentences(40))
