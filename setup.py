@@ -19,8 +19,12 @@ setuptools.setup(
         "tensorflow-datasets>=4.9",
         "numpy>=1.23",
         "absl-py>=1.0",
+        # tf.summary needs it and TensorFlow >= 2.20 no longer installs it (see BUILD.md).
+        "tensorboard>=2.16",
+        # tensorflow-datasets 4.9.x imports it without declaring it (tensorflow/datasets#11212).
+        "importlib_resources",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "dill"]},
     entry_points={"console_scripts": ["ptb_word_lm=ptb_word_lm:run_main"]},
     license="Apache-2.0",
 )

@@ -164,7 +164,7 @@ def epoch_size(num_tokens: int, batch_size: int, num_steps: int) -> int:
     return (num_tokens // batch_size - 1) // num_steps
 
 
-def check_epoch_size(num_tokens: int, batch_size: int, num_steps: int, name: str = "split") -> int:
+def check_epoch_size(num_tokens: int, batch_size: int, num_steps: int, name: str = "given") -> int:
     """Returns the epoch size, raising a DataError when the split yields no window at all."""
     size = epoch_size(num_tokens, batch_size, num_steps)
     if size < 1:
@@ -174,17 +174,19 @@ def check_epoch_size(num_tokens: int, batch_size: int, num_steps: int, name: str
     return size
 
 
-def windows(ids: np.ndarray, batch_size: int, num_steps: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+def windows(ids: np.ndarray, batch_size: int, num_steps: int,
+            name: str = "given") -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """Yields the `(x, y)` windows of one pass, each `<int32>[batch_size, num_steps]`, in order."""
     data = batch_streams(ids, batch_size)
-    for index in range(check_epoch_size(len(ids), batch_size, num_steps)):
+    for index in range(check_epoch_size(len(ids), batch_size, num_steps, name)):
         start = index * num_steps
         yield data[:, start:start + num_steps], data[:, start + 1:start + num_steps + 1]
 
 
-def window_arrays(ids: np.ndarray, batch_size: int, num_steps: int) -> Tuple[np.ndarray, np.ndarray]:
+def window_arrays(ids: np.ndarray, batch_size: int, num_steps: int,
+                  name: str = "given") -> Tuple[np.ndarray, np.ndarray]:
     """All windows of one pass stacked: x and y of `<int32>[epoch_size, batch_size, num_steps]`."""
-    size = check_epoch_size(len(ids), batch_size, num_steps)
+    size = check_epoch_size(len(ids), batch_size, num_steps, name)
     data = batch_streams(ids, batch_size)
     used = data[:, :size * num_steps + 1]
     inputs = used[:, :-1].reshape(batch_size, size, num_steps).transpose(1, 0, 2)

@@ -1,0 +1,135 @@
+"""Compiled train and eval steps (from factories), learning-rate rules and the test rule.
+
+Cost of one window (both references): `sum over time and batch of cross-entropy / batch_size`,
+i.e. summed over the time steps and averaged over the batch, so its gradient grows with num_steps.
+Gradients are clipped by their global norm, then a plain SGD step (unless another optimizer is asked
+for). Perplexity of a pass: `exp(total negative log-likelihood / number of scored tokens)`, which is
+the references' `exp(sum of window costs / (windows * num_steps))`.
+"""
+import dataclasses
+import math
+from typing import List, Optional
+
+import keras
+import tensorflow as tf
+
+from gradual_rnn import layers as lstm_layers
+from gradual_rnn.configs import Config
+from gradual_rnn.model import DropoutPlan, LanguageModel
+
+
+def window_seed(base_seed: int, key):
+    """A stateless seed `<int32>[2]` for one window from `key` = (phase, epoch, window).
+
+    Seeds are derived, not drawn, so a resumed run sees exactly the noise an uninterrupted one would.
+    """
+    seed = tf.stack([tf.constant(base_seed % (2 ** 31), tf.int32), tf.constant(0, tf.int32)])
+    for index in range(3):
+        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(key[index], tf.int32))
+    return seed
+
+
+def sequence_cost(logits, targets, batch_size):
+    """`sum(cross-entropy) / batch_size` over a `[batch, time]` window (SPEC §2)."""
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    return tf.reduce_sum(losses) / tf.cast(batch_size, losses.dtype)
+
+
+def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer, config: Config,
+                    plan: DropoutPlan, depth: int, jit_compile: bool = False):
+    """A compiled `step(inputs, targets, state, key, masks) -> (cost, new_state, gradient_norm)`.
+
+    inputs, targets: `<int32>[batch, num_steps]`; state: `(c, h)` per layer 1..depth; key:
+    `<int64>[3]` (phase, epoch, window) for the dropout seed; masks: variational masks or None.
+    The incoming state is a plain input, not a function of any variable on the tape, so no gradient
+    crosses the window boundary (truncated backpropagation through time).
+    """
+    variables = model.trainable_variables
+    optimizer.build(variables)
+    dropout = None if plan.is_identity else plan
+
+    def step(inputs, targets, state, key, masks):
+        seed = window_seed(config.seed, key)
+        with tf.GradientTape() as tape:
+            logits, new_state = model(inputs, state, depth=depth, dropout=dropout, seed=seed, masks=masks)
+            cost = sequence_cost(logits, targets, tf.shape(inputs)[0])
+        gradients = tape.gradient(cost, variables)
+        clipped, gradient_norm = tf.clip_by_global_norm(gradients, config.max_grad_norm)
+        optimizer.apply_gradients(zip(clipped, variables))
+        return cost, new_state, gradient_norm
+
+    return tf.function(step, jit_compile=jit_compile)
+
+
+def make_eval_step(model: LanguageModel, depth: int, jit_compile: bool = False):
+    """A compiled `evaluate(inputs, targets, weights, state) -> (nll_sum, token_count, state)`.
+
+    inputs, targets, weights: `[windows, batch, num_steps]`, a chunk of consecutive windows run in
+    one call (a graph loop), so evaluating at batch 1, one step per window, costs no Python per
+    window. weights are 1 for scored tokens, 0 for padding (exact evaluation).
+    """
+
+    def window_nll(inputs, targets, weights, state):
+        logits, state = model(inputs, state, depth=depth)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+        return tf.cast(tf.reduce_sum(losses * weights), tf.float64), state
+
+    def evaluate(inputs, targets, weights, state):
+        def body(index, nll, state):
+            window_sum, state = window_nll(inputs[index], targets[index], weights[index], state)
+            return index + 1, nll + window_sum, state
+
+        _, nll, state = tf.while_loop(lambda index, *_: index < tf.shape(inputs)[0], body,
+                                      (tf.constant(0), tf.constant(0.0, tf.float64), state))
+        return nll, tf.reduce_sum(tf.cast(weights, tf.float64)), state
+
+    return tf.function(evaluate, jit_compile=jit_compile)
+
+
+def perplexity(nll_sum: float, token_count: float) -> float:
+    return math.exp(nll_sum / token_count)
+
+
+def tutorial_learning_rate(config: Config, epoch: int) -> float:
+    """Zaremba's schedule: full rate for `full_lr_epochs` epochs, then x decay per epoch (0-based)."""
+    return config.learning_rate * config.learning_rate_decay ** max(epoch + 1 - config.full_lr_epochs, 0)
+
+
+def plateau_learning_rate(config: Config, current: float, valid_history: List[float]) -> float:
+    """The GL code's rule, applied before each epoch: decay when validation rose (history > 2)."""
+    if len(valid_history) > 2 and valid_history[-1] > valid_history[-2]:
+        return current * config.learning_rate_decay
+    return current
+
+
+def learning_rate_for_epoch(config: Config, epoch: int, current: Optional[float],
+                            valid_history: List[float]) -> float:
+    """The learning rate of `epoch` (0-based, within a phase); `current` is None at a phase start."""
+    if config.learning_rate_schedule == "tutorial":
+        return tutorial_learning_rate(config, epoch)
+    if current is None:
+        return config.learning_rate
+    return plateau_learning_rate(config, current, valid_history)
+
+
+@dataclasses.dataclass
+class BestValidation:
+    """The GL code's global best validation perplexity and the test perplexity scored at it."""
+
+    valid: float = 10000.0
+    test: Optional[float] = None
+    exact_test: Optional[float] = None
+    phase: Optional[int] = None
+    epoch: Optional[int] = None
+
+    def improves(self, valid_perplexity: float) -> bool:
+        return valid_perplexity < self.valid
+
+
+def sample_masks(config: Config, plan: DropoutPlan, key, batch_size: int):
+    """The variational masks of a phase for one refresh (`key` = (phase, epoch, window))."""
+    if plan.style != "variational":
+        return None
+    seed = window_seed(config.seed + 1, key)
+    return lstm_layers.sample_variational_masks(seed, batch_size, config.hidden_size,
+                                                plan.keep_output, plan.keep_state)

@@ -1,0 +1,105 @@
+"""Trains the PTB word language model of Zaremba et al. or of Gradual Learning (Aharoni et al. 2017).
+
+    python ptb_word_lm.py --model=large --gradual
+    python ptb_word_lm.py --model=deep_gl_lad --data_path=/data/ptb --save_path=runs/deep
+    python ptb_word_lm.py --model=small --set=num_layers=3 --set=keep_output=0.5
+
+Running the same command again with the same --save_path resumes from the last checkpoint.
+"""
+import dataclasses
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+from gradual_rnn import checkpoints, configs, data, sources, trainer
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "small", f"Config name: one of {', '.join(configs.CONFIGS)}.")
+flags.DEFINE_string("data_path", None, "Folder with ptb.{train,valid,test}.txt "
+                    "(else $PTB_DATA_DIR, the cache, or a download).")
+flags.DEFINE_string("save_path", None, "Folder for checkpoints, TensorBoard logs and results.json "
+                    "(default: runs/<model>[_gradual]). The same path resumes a run.")
+flags.DEFINE_boolean("gradual", None, "Gradual learning: one phase per layer. --nogradual turns it off "
+                     "for the paper configs. Default: the config's own choice.")
+flags.DEFINE_enum("rnn_mode", None, list(configs.RNN_MODES), "LSTM kernel: auto (cuDNN-eligible "
+                  "keras.layers.LSTM when no state mask), cudnn, or basic.")
+flags.DEFINE_integer("seed", None, "Seed of initialisation and dropout (default: the config's).")
+flags.DEFINE_integer("max_epochs", None, "Epochs of the last phase (the whole run without --gradual).")
+flags.DEFINE_integer("layer_epochs", None, "Epochs of every earlier gradual phase.")
+flags.DEFINE_boolean("jit", False, "Compile the train and eval steps with XLA.")
+flags.DEFINE_boolean("use_fp16", False, "Mixed precision (not available yet).")
+flags.DEFINE_integer("num_gpus", 0, "Replicas for tf.distribute (not available yet).")
+flags.DEFINE_multi_string("set", [], "Override a config field: --set=name=value (repeatable). "
+                          "Keep tables take JSON rows or one number for every entry.")
+flags.DEFINE_boolean("map_unknown_to_unk", False, "Map valid/test words missing from the vocabulary "
+                     "to <unk> (default: drop them, as the references do, and log the count).")
+flags.DEFINE_boolean("download", True, "Download PTB when no local copy is found.")
+flags.DEFINE_integer("checkpoint_every_windows", 500, "Also checkpoint every N training windows "
+                     "(0: only at epoch ends).")
+flags.DEFINE_boolean("describe_data", False, "Print the corpus statistics and stop.")
+
+
+def build_config() -> configs.Config:
+    """The config named by --model with every command-line override applied."""
+    config = configs.get_config(FLAGS.model)
+    assignments = {}
+    for item in FLAGS.set:
+        name, separator, value = item.partition("=")
+        if not separator:
+            raise configs.ConfigError(f"--set expects name=value, got {item!r}.")
+        assignments[name.strip()] = value.strip()
+    for name in ("gradual", "rnn_mode", "seed", "max_epochs", "layer_epochs"):
+        value = getattr(FLAGS, name)
+        if value is not None:
+            assignments[name] = str(value)
+    config = configs.override(config, assignments)
+    return config
+
+
+def default_save_path(config: configs.Config) -> str:
+    return os.path.join("runs", config.name + ("_gradual" if config.gradual else ""))
+
+
+# Failures that deserve a clear message and an exit code, not a traceback.
+_EXPECTED_ERRORS = (configs.ConfigError, data.DataError, checkpoints.CheckpointError,
+                    trainer.TrainingDiverged, trainer.Interrupted)
+
+
+def main(argv):
+    del argv
+    try:
+        run()
+    except _EXPECTED_ERRORS as error:
+        logging.error("%s: %s", type(error).__name__, error)
+        sys.exit(f"{type(error).__name__}: {error}")
+
+
+def run():
+    if FLAGS.use_fp16 or FLAGS.num_gpus:
+        raise app.UsageError("--use_fp16 and --num_gpus are not implemented yet in this version.")
+    config = build_config()
+    data_dir = sources.resolve_data_dir(FLAGS.data_path, download=FLAGS.download)
+    corpus = data.load_corpus(data_dir, map_unknown_to_unk=FLAGS.map_unknown_to_unk)
+    logging.info("PTB from %s: %s", data_dir, data.describe(corpus))
+    if FLAGS.describe_data:
+        print(data.describe(corpus))
+        return
+    if corpus.vocab_size != config.vocab_size and "vocab_size" not in " ".join(FLAGS.set):
+        config = dataclasses.replace(config, vocab_size=corpus.vocab_size)
+        logging.info("vocab_size set to the corpus's %d.", corpus.vocab_size)
+    options = trainer.RunOptions(data_dir=data_dir, save_path=FLAGS.save_path or default_save_path(config),
+                                 jit_compile=FLAGS.jit,
+                                 checkpoint_every_windows=FLAGS.checkpoint_every_windows)
+    logging.info("Config %s:\n%s", config.name, config.to_json())
+    results = trainer.train(config, options, corpus)
+    print(json.dumps({key: value for key, value in results.items() if key != "rows"}, indent=2))
+
+
+def run_main():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run_main()
