@@ -206,6 +206,8 @@ def _parse_value(field: dataclasses.Field, text: str, num_layers: int):
         value = json.loads(text)
         if isinstance(value, (int, float)):
             return uniform_table(num_layers, float(value))
+        if not isinstance(value, list) or not all(isinstance(row, list) for row in value):
+            raise ValueError("expected one number or a list of rows, e.g. [[0.5], [0.5, 0.25]]")
         return _as_table(value)
     kind = str(field.type)
     if text.lower() in ("none", "null") and "Optional" in kind:
@@ -231,12 +233,15 @@ def override(config: Config, assignments: Dict[str, str]) -> Config:
     unknown = sorted(set(assignments) - set(fields))
     if unknown:
         raise ConfigError(f"Unknown config field(s) {unknown}; known: {', '.join(sorted(fields))}.")
-    num_layers = int(assignments.get("num_layers", config.num_layers))
+    try:
+        num_layers = int(assignments.get("num_layers", config.num_layers))
+    except ValueError as error:
+        raise ConfigError(f"Cannot parse num_layers={assignments['num_layers']!r}: {error}") from None
     changes = {}
     for name, text in assignments.items():
         try:
             changes[name] = _parse_value(fields[name], text, num_layers)
-        except (ValueError, json.JSONDecodeError) as error:
+        except (ValueError, TypeError) as error:
             raise ConfigError(f"Cannot parse {name}={text!r}: {error}") from None
     for name in _TABLE_FIELDS:
         old = getattr(config, name)

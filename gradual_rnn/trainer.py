@@ -221,6 +221,7 @@ class _Runner:
             progress.epoch_tokens += config.batch_size * config.num_steps
             progress.window = window + 1
             progress.epoch_seconds = time.time() - started
+            self.windows_run += 1
             self._report_window(phase, window, epoch_size)
             if window + 1 < epoch_size:
                 self._maybe_checkpoint(optimizer, state, masks)
@@ -243,7 +244,6 @@ class _Runner:
                     or (limit and self.windows_run >= limit))
 
     def _maybe_checkpoint(self, optimizer, state, masks) -> None:
-        self.windows_run += 1
         every = self.options.checkpoint_every_windows
         stop = self._stop_requested()
         if stop or (every and self.windows_run % every == 0):
@@ -271,7 +271,6 @@ class _Runner:
         progress.rows.append(row)
         self._log_epoch(row)
         progress.epoch, progress.window = progress.epoch + 1, 0
-        self.windows_run += 1
         self._save(optimizer)
 
     def _log_epoch(self, row: Dict) -> None:
@@ -306,7 +305,13 @@ class _Runner:
 
     # ----- checkpoints and results -----
     def _save(self, optimizer, state=None, masks=None) -> None:
-        self.store.save(self.progress, model_arrays(self.model, optimizer, state, masks))
+        arrays = model_arrays(self.model, optimizer, state, masks)
+        broken = [key for key, value in arrays.items() if not np.all(np.isfinite(value))]
+        if broken:
+            raise TrainingDiverged(f"{broken[0]} is not finite in phase {self.progress.phase}, epoch "
+                                   f"{self.progress.epoch + 1}; the last good checkpoint in "
+                                   f"{self.store.directory} is kept.")
+        self.store.save(self.progress, arrays)
 
     def finish(self, arrays) -> None:
         progress, config = self.progress, self.config

@@ -87,7 +87,11 @@ def make_eval_step(model: LanguageModel, depth: int, jit_compile: bool = False):
 
 
 def perplexity(nll_sum: float, token_count: float) -> float:
-    return math.exp(nll_sum / token_count)
+    """`exp(nll_sum / token_count)`, infinite rather than an error when it overflows."""
+    try:
+        return math.exp(nll_sum / token_count)
+    except OverflowError:
+        return math.inf
 
 
 def tutorial_learning_rate(config: Config, epoch: int) -> float:

@@ -1,0 +1,250 @@
+"""The training rules: LR schedules, the best-validation test rule, phases, one step, resume."""
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gradual_rnn import checkpoints, configs, data, phases, trainer, training
+from gradual_rnn import model as lm
+
+
+def tiny_config(**changes):
+    base = configs.Config(name="tiny", num_layers=2, hidden_size=8, num_steps=5, batch_size=4,
+                          vocab_size=41, init_scale=0.1, max_epochs=2, full_lr_epochs=1,
+                          test_num_steps=1, seed=7)
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture
+def tiny_corpus(tiny_corpus_dir):
+    return data.load_corpus(tiny_corpus_dir)
+
+
+def test_tutorial_schedule_small_matches_zaremba():
+    config = configs.get_config("small")
+    rates = [training.tutorial_learning_rate(config, epoch) for epoch in range(13)]
+    assert rates == [1.0, 1.0, 1.0, 1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625,
+                     0.0078125, 0.00390625, 0.001953125]
+
+
+def test_tutorial_schedule_large_decays_by_1_15_after_14_epochs():
+    config = configs.get_config("large")
+    assert training.tutorial_learning_rate(config, 13) == 1.0
+    assert training.tutorial_learning_rate(config, 14) == pytest.approx(1 / 1.15)
+    assert training.tutorial_learning_rate(config, 54) == pytest.approx(1.15 ** -41)
+
+
+def test_plateau_schedule_on_scripted_validation():
+    """GL rule: before each epoch, x0.85 when history > 2 entries and the last one rose."""
+    config = configs.get_config("gl")
+    valid = [300.0, 200.0, 210.0, 190.0, 195.0, 196.0, 150.0]
+    rate, history, rates = None, [], []
+    for epoch in range(len(valid)):
+        rate = training.learning_rate_for_epoch(config, epoch, rate, history)
+        rates.append(rate)
+        history.append(valid[epoch])
+    # Epoch 3 sees [300, 200, 210]: rose -> decay. Epoch 5 sees ..., 190, 195: decay. Epoch 6: 196 > 195.
+    assert rates == pytest.approx([1.0, 1.0, 1.0, 0.85, 0.85, 0.85 ** 2, 0.85 ** 3])
+
+
+def test_phases_of_deep_gl_lad():
+    config = configs.get_config("deep_gl_lad")
+    plan = phases.make_phases(config)
+    assert [p.depth for p in plan] == [1, 2, 3, 4, 5]
+    assert [p.epochs for p in plan] == [80] * 5
+    assert plan[2].keep_output == (.5, .4, .25) and plan[2].keep_state == (.5, .5, .4)
+    assert plan[4].trainable_layers == (0, 1, 2, 3, 4)
+    assert [p.grows_model for p in plan] == [False, True, True, True, True]
+
+
+def test_phases_without_gradual_and_with_freezing():
+    assert [(p.depth, p.epochs) for p in phases.make_phases(configs.get_config("lad"))] == [(2, 160)]
+    frozen = phases.make_phases(dataclasses.replace(configs.get_config("gl"), freeze_lower_layers=True))
+    assert frozen[1].trainable_layers == (1,) and frozen[1].frozen_layers == (0,)
+    small = configs.override(configs.get_config("small"), {"gradual": "true", "layer_epochs": "3"})
+    assert [(p.depth, p.epochs) for p in phases.make_phases(small)] == [(1, 3), (2, 13)]
+
+
+def test_window_cost_is_sum_over_time_mean_over_batch():
+    logits = tf.random.stateless_normal([3, 4, 7], seed=[1, 2])
+    targets = tf.constant(np.arange(12).reshape(3, 4) % 7, tf.int32)
+    log_probs = tf.nn.log_softmax(logits).numpy()
+    expected = -sum(log_probs[b, t, targets[b, t]] for b in range(3) for t in range(4)) / 3
+    assert float(training.sequence_cost(logits, targets, 3)) == pytest.approx(expected, rel=1e-6)
+
+
+def _one_step(config, model, depth):
+    optimizer = keras.optimizers.SGD(learning_rate=1.0)
+    plan = lm.DropoutPlan.for_depth(config, depth)
+    step = training.make_train_step(model, optimizer, config, plan, depth)
+    inputs = tf.constant(np.arange(20).reshape(4, 5) % config.vocab_size, tf.int32)
+    masks = training.sample_masks(config, plan, (1, 0, 0), 4)
+    return step(inputs, inputs, model.initial_state(4, depth), tf.constant([1, 0, 0], tf.int64), masks)
+
+
+def test_one_step_changes_exactly_the_phase_variables():
+    """Phase 2 of a 3-layer gradual run with the lower layer frozen: embedding, bias, layer 2 and
+    the output bias change; layer 1 (frozen) and layer 3 (above the phase) do not."""
+    config = tiny_config(num_layers=3, tied_weights=True, embedding_bias=True,
+                         dropout_style="variational", keep_prob_embed=0.8,
+                         keep_output=configs.uniform_table(3, 0.7),
+                         keep_state=configs.uniform_table(3, 0.9), freeze_lower_layers=True)
+    model = lm.build_model(config)
+    lm.freeze(model, phases.make_phases(dataclasses.replace(config, gradual=True))[1].frozen_layers)
+    before = {v.path: np.array(v) for v in model.weights}
+    _one_step(config, model, depth=2)
+    changed = {v.path for v in model.weights if not np.array_equal(before[v.path], np.array(v))}
+    assert changed == {"embedding/embeddings", "embedding/input_bias", "head/output_bias",
+                       "lstm_2/lstm/lstm_cell/kernel", "lstm_2/lstm/lstm_cell/recurrent_kernel",
+                       "lstm_2/lstm/lstm_cell/bias"}
+
+
+def test_clipping_bounds_the_applied_update():
+    config = tiny_config(max_grad_norm=1e-3)
+    model = lm.build_model(config)
+    before = [np.array(v) for v in model.trainable_variables]
+    _, _, gradient_norm = _one_step(config, model, depth=2)
+    update = np.sqrt(sum(np.sum((np.array(v) - b) ** 2) for v, b in zip(model.trainable_variables, before)))
+    assert float(gradient_norm) > 1e-3
+    assert update == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_eval_step_equals_python_loop_over_windows(tiny_corpus):
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size)
+    model = lm.build_model(config)
+    inputs, targets = data.window_arrays(tiny_corpus.valid, 4, 5)
+    evaluate = training.make_eval_step(model, 2)
+    nll, count, _ = evaluate(tf.constant(inputs), tf.constant(targets),
+                             tf.ones(inputs.shape), model.initial_state(4))
+    state, total = model.initial_state(4), 0.0
+    for x, y in zip(inputs, targets):
+        logits, state = model(tf.constant(x), state)
+        total += float(training.sequence_cost(logits, tf.constant(y), 4)) * 4
+    assert float(count) == inputs.size
+    assert float(nll) == pytest.approx(total, rel=1e-5)
+
+
+def _scripted_run(tmp_path, tiny_corpus, config, valid_values, monkeypatch):
+    """Runs the trainer with validation perplexities taken from a script; records test calls."""
+    values = iter(valid_values)
+    tests = []
+    monkeypatch.setattr(trainer._Runner, "_perplexity", lambda self, *args, **kwargs: next(values))
+    monkeypatch.setattr(trainer._Runner, "_test",
+                        lambda self: tests.append((self.progress.phase, self.progress.epoch + 1)) or (1.0, 1.0))
+    options = trainer.RunOptions(data_dir="", save_path=str(tmp_path / "run"))
+    results = trainer.train(config, options, tiny_corpus)
+    return results, tests
+
+
+def test_best_validation_rule_spans_phases(tmp_path, tiny_corpus, monkeypatch):
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, gradual=True, layer_epochs=3, max_epochs=3,
+                         learning_rate_schedule="plateau", test_rule="at_best_valid")
+    # Phase 1: 500, 400, 450 -> tests at (1,1), (1,2). Phase 2: 420 is not below the global 400,
+    # 390 is -> test at (2,2); 395 not.
+    results, tests = _scripted_run(tmp_path, tiny_corpus, config, [500, 400, 450, 420, 390, 395], monkeypatch)
+    assert tests == [(1, 1), (1, 2), (2, 2)]
+    assert (results["best_phase"], results["best_epoch"], results["best_valid_perplexity"]) == (2, 2, 390)
+    rates = [row["learning_rate"] for row in results["rows"]]
+    assert rates == pytest.approx([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+def test_best_validation_reset_per_phase_option(tmp_path, tiny_corpus, monkeypatch):
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, gradual=True, layer_epochs=2, max_epochs=2,
+                         learning_rate_schedule="plateau", test_rule="at_best_valid",
+                         best_valid_across_phases=False)
+    _, tests = _scripted_run(tmp_path, tiny_corpus, config, [500, 400, 450, 420], monkeypatch)
+    assert tests == [(1, 1), (1, 2), (2, 1), (2, 2)]
+
+
+def test_plateau_decay_inside_the_trainer(tmp_path, tiny_corpus, monkeypatch):
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=5, learning_rate_schedule="plateau",
+                         learning_rate_decay=0.5)
+    results, _ = _scripted_run(tmp_path, tiny_corpus, config, [300, 200, 210, 220, 100], monkeypatch)
+    assert [row["learning_rate"] for row in results["rows"]] == [1.0, 1.0, 1.0, 0.5, 0.25]
+
+
+def _run(tmp_path, corpus, config, name, **options):
+    run_options = trainer.RunOptions(data_dir="", save_path=str(tmp_path / name), **options)
+    return trainer.train(config, run_options, corpus)
+
+
+def _final_weights(tmp_path, name):
+    store = checkpoints.CheckpointStore(str(tmp_path / name), configs.Config.from_json(
+        open(tmp_path / name / "config.json").read()))
+    return store.restore()[1]
+
+
+@pytest.mark.parametrize("stop_after", [7, 130])
+def test_interrupted_run_resumes_to_identical_numbers(tmp_path, tiny_corpus, stop_after):
+    """Stopping mid-epoch in phase 1 (7 windows) and in phase 2 (130 windows) then resuming gives bit-identical
+    perplexities and weights: seeds are derived from (phase, epoch, window) and the carried state,
+    masks, LR and history are checkpointed."""
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, gradual=True, layer_epochs=1, max_epochs=1,
+                         dropout_style="variational", keep_prob_embed=0.8,
+                         keep_output=configs.uniform_table(2, 0.7), keep_state=configs.uniform_table(2, 0.8))
+    assert data.epoch_size(len(tiny_corpus.train), 4, 5) == 115
+    straight = _run(tmp_path, tiny_corpus, config, "straight")
+    with pytest.raises(trainer.Interrupted):
+        _run(tmp_path, tiny_corpus, config, "resumed", stop_after_windows=stop_after)
+    resumed = _run(tmp_path, tiny_corpus, config, "resumed")
+    for key in ("test_perplexity", "exact_test_perplexity", "best_valid_perplexity"):
+        assert resumed[key] == straight[key]
+    assert [r["train_perplexity"] for r in resumed["rows"]] == [r["train_perplexity"] for r in straight["rows"]]
+    a, b = _final_weights(tmp_path, "straight"), _final_weights(tmp_path, "resumed")
+    model_keys = [key for key in a if key.startswith("model/")]
+    assert len(model_keys) == 9
+    for key in model_keys:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_changed_config_is_refused(tmp_path, tiny_corpus):
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
+    _run(tmp_path, tiny_corpus, config, "run")
+    with pytest.raises(checkpoints.CheckpointError, match=r"another config \(hidden_size: saved 8 now 9\)"):
+        _run(tmp_path, tiny_corpus, dataclasses.replace(config, hidden_size=9), "run")
+
+
+def test_save_path_that_is_a_file_is_refused(tmp_path, tiny_corpus):
+    (tmp_path / "file").write_text("x")
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size)
+    with pytest.raises(checkpoints.CheckpointError, match="exists and is not a directory"):
+        trainer.train(config, trainer.RunOptions("", str(tmp_path / "file")), tiny_corpus)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_corpus, monkeypatch):
+    """The real step, made to report NaN at its 6th window: the run stops with the phase, epoch and
+    window in the message, and the checkpoint of window 4 (every 2 windows) is what remains."""
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=3)
+    real_factory = training.make_train_step
+
+    def failing_factory(*args, **kwargs):
+        real_step, calls = real_factory(*args, **kwargs), []
+
+        def step(*step_args):
+            calls.append(1)
+            cost, state, norm = real_step(*step_args)
+            return (tf.constant(np.nan) if len(calls) == 6 else cost), state, norm
+
+        return step
+
+    monkeypatch.setattr(training, "make_train_step", failing_factory)
+    with pytest.raises(trainer.TrainingDiverged, match=r"became nan in phase 1, epoch 1, window 5; the last good"):
+        _run(tmp_path, tiny_corpus, config, "diverge", checkpoint_every_windows=2)
+    progress, arrays = checkpoints.CheckpointStore(str(tmp_path / "diverge"), config).restore()
+    assert (progress.phase, progress.epoch, progress.window) == (1, 0, 4)
+    assert all(np.all(np.isfinite(value)) for value in arrays.values())
+
+
+def test_results_json_and_tensorboard_written(tmp_path, tiny_corpus):
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, gradual=True, layer_epochs=1, max_epochs=1)
+    results = _run(tmp_path, tiny_corpus, config, "run")
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["test_perplexity"] == results["test_perplexity"]
+    assert [(row["phase"], row["depth"], row["epoch"]) for row in saved["rows"]] == [(1, 1, 1), (2, 2, 1)]
+    assert os.listdir(tmp_path / "run" / "tensorboard")
+    # Faithful B=1, n=1 test scores every token, so it equals the exact evaluation.
+    assert results["test_perplexity"] == pytest.approx(results["exact_test_perplexity"], rel=1e-9)
