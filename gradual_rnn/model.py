@@ -125,7 +125,7 @@ class LanguageModel(keras.Model):
 
     def call(self, ids, state, depth=None, dropout: Optional[DropoutPlan] = None, seed=None,
              masks=None):
-        depth = depth or self.num_layers
+        depth = self.num_layers if depth is None else depth
         if not 1 <= depth <= self.num_layers:
             raise ValueError(f"depth={depth} is outside 1..{self.num_layers}.")
         outputs = self.embedding(ids)

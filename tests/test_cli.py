@@ -1,0 +1,128 @@
+"""End-to-end runs of the real CLI, `ptb_word_lm.py`, in temporary folders on tiny corpora."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import write_corpus
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ptb_word_lm.py")
+
+
+def run_cli(*args, timeout=300):
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+                          timeout=timeout, env=environment)
+
+
+@pytest.fixture
+def roomy_corpus_dir(tmp_path):
+    """A corpus whose valid split holds a few windows of batch 20 x 35 steps (for the gl config)."""
+    rng = np.random.RandomState(1)
+    words = [f"w{i}" for i in range(30)]
+
+    def sentences(count):
+        return [" ".join(rng.choice(words, size=rng.randint(3, 12))) for _ in range(count)]
+
+    return write_corpus(tmp_path / "roomy", sentences(400), sentences(200), sentences(20))
+
+
+def test_test_config_gradual_finishes(tiny_corpus_dir, tmp_path):
+    save = tmp_path / "run"
+    done = run_cli("--model=test", "--gradual", "--set=num_layers=2", f"--data_path={tiny_corpus_dir}",
+                   f"--save_path={save}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((save / "results.json").read_text())
+    assert [(row["phase"], row["depth"]) for row in results["rows"]] == [(1, 1), (2, 2)]
+    assert "Phase 2/2: depth 2" in done.stderr
+    assert np.isfinite(results["test_perplexity"])
+    assert json.loads((save / "config.json").read_text())["num_layers"] == 2
+
+
+def test_gl_config_one_epoch_per_phase_finishes(roomy_corpus_dir, tmp_path):
+    save = tmp_path / "gl"
+    done = run_cli("--model=gl", "--max_epochs=1", "--layer_epochs=1", f"--data_path={roomy_corpus_dir}",
+                   f"--save_path={save}", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((save / "results.json").read_text())
+    assert [(row["phase"], row["depth"], row["epoch"]) for row in results["rows"]] == [(1, 1, 1), (2, 2, 1)]
+    assert results["test_perplexity"] is not None and results["best_phase"] in (1, 2)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--model=nope"], "Unknown model config 'nope'; choose one of small, medium"),
+    (["--model=test", "--gradual"], "Gradual learning adds one layer per phase and needs num_layers >= 2"),
+    (["--model=test", "--set=keep_output=1.5"], "keep_output=1.5 is not a keep probability in (0, 1]"),
+    (["--model=test", "--set=colour=red"], "Unknown config field(s) ['colour']"),
+    (["--model=test", "--max_epochs=-1"], "max_epochs must be at least 1, got -1"),
+])
+def test_bad_flags_fail_clearly(tiny_corpus_dir, tmp_path, arguments, message):
+    done = run_cli(*arguments, f"--data_path={tiny_corpus_dir}", f"--save_path={tmp_path / 'x'}")
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_save_path_that_is_a_file_fails_clearly(tiny_corpus_dir, tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    done = run_cli("--model=test", f"--data_path={tiny_corpus_dir}", f"--save_path={tmp_path / 'taken'}")
+    assert done.returncode != 0 and "exists and is not a directory" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_data_names_the_flag(tmp_path):
+    done = run_cli("--model=test", f"--data_path={tmp_path / 'nowhere'}", f"--save_path={tmp_path / 'x'}")
+    assert done.returncode != 0 and "--data_path" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _checkpoint_window(save):
+    latest = save / "checkpoints" / "latest"
+    if not latest.exists():
+        return None
+    try:
+        folder = save / "checkpoints" / latest.read_text()
+        return json.loads((folder / "progress.json").read_text())["progress"]
+    except (OSError, ValueError):
+        return None
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tiny_corpus_dir, tmp_path):
+    """SIGKILL mid-epoch in phase 2, then the same command: results equal an uninterrupted run."""
+    common = ["--model=test", "--gradual", "--set=num_layers=2", "--set=hidden_size=8",
+              "--set=num_steps=5", "--max_epochs=2", "--layer_epochs=1", "--checkpoint_every_windows=3",
+              f"--data_path={tiny_corpus_dir}"]
+    straight = run_cli(*common, f"--save_path={tmp_path / 'straight'}")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    save = tmp_path / "killed"
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen([sys.executable, SCRIPT, *common, f"--save_path={save}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        progress = _checkpoint_window(save)
+        if progress and progress["phase"] == 2 and progress["window"] > 0:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert progress and progress["phase"] == 2 and progress["window"] > 0, "never reached phase 2"
+    resumed = run_cli(*common, f"--save_path={save}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restored" in resumed.stderr
+    first = json.loads((tmp_path / "straight" / "results.json").read_text())
+    second = json.loads((save / "results.json").read_text())
+    for key in ("test_perplexity", "exact_test_perplexity", "best_valid_perplexity"):
+        assert second[key] == first[key]
+    assert [row["valid_perplexity"] for row in second["rows"]] == [row["valid_perplexity"] for row in first["rows"]]
+
+
+def test_describe_data(tiny_corpus_dir):
+    done = run_cli("--model=test", f"--data_path={tiny_corpus_dir}", "--describe_data")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "vocabulary 41, tokens train 2,309" in done.stdout
