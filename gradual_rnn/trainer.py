@@ -146,7 +146,8 @@ class _Runner:
         self.guard = None
         self.windows_run = 0
         self.writer = tf.summary.create_file_writer(os.path.join(store.save_path, "tensorboard"))
-        self.valid_windows = data.window_arrays(corpus.valid, config.batch_size, config.num_steps)
+        self.valid_windows = data.window_arrays(corpus.valid, config.batch_size, config.num_steps, "valid split")
+        self.num_phases = len(make_phases(config))
         self.started = time.time()
 
     # ----- phases -----
@@ -162,7 +163,7 @@ class _Runner:
             for variable, key in zip(optimizer.variables, sorted(k for k in arrays if k.startswith("optimizer/"))):
                 variable.assign(arrays[key])
         logging.info("Phase %d/%d: depth %d, %d epochs, keep output %s state %s, trainable layers %s.",
-                     phase.index, len(make_phases(self.config)), phase.depth, phase.epochs,
+                     phase.index, self.num_phases, phase.depth, phase.epochs,
                      phase.keep_output, phase.keep_state, [i + 1 for i in phase.trainable_layers])
         restored_state = _restore_state(arrays, phase.depth) if self.progress.window else None
         restored_masks = _restore_masks(arrays, phase.depth) if self.progress.window else None
@@ -202,16 +203,15 @@ class _Runner:
             progress.epoch_nll = progress.epoch_tokens = progress.epoch_seconds = 0.0
         optimizer.learning_rate.assign(progress.learning_rate)
         state = state if state is not None else self.model.initial_state(config.batch_size, phase.depth)
-        inputs, targets = data.window_arrays(self.corpus.train, config.batch_size, config.num_steps)
-        epoch_size = len(inputs)
+        epoch_size = data.epoch_size(len(self.corpus.train), config.batch_size, config.num_steps)
+        windows = data.make_dataset(self.corpus.train, config.batch_size, config.num_steps, progress.window)
         started = time.time() - progress.epoch_seconds
-        for window in range(progress.window, epoch_size):
+        for window, (inputs, targets) in enumerate(windows, start=progress.window):
             if masks is None or (config.mask_refresh == "batch" and window > progress.window):
                 masks = training.sample_masks(config, plan, (phase.index, progress.epoch, window),
                                               config.batch_size)
             key = tf.constant([phase.index, progress.epoch, window], tf.int64)
-            cost, state, _ = train_step(tf.constant(inputs[window]), tf.constant(targets[window]),
-                                        state, key, masks)
+            cost, state, _ = train_step(inputs, targets, state, key, masks)
             cost = float(cost)
             if not math.isfinite(cost):
                 raise TrainingDiverged(f"The training cost became {cost} in phase {phase.index}, epoch "
@@ -297,7 +297,8 @@ class _Runner:
         """Faithful test perplexity (the reference's windows) and the exact one (every token)."""
         config = self.config
         batch_size, num_steps = config.test_batch_size, config.test_num_steps
-        faithful = self._perplexity(*data.window_arrays(self.corpus.test, batch_size, num_steps), batch_size)
+        test_windows = data.window_arrays(self.corpus.test, batch_size, num_steps, "test split")
+        faithful = self._perplexity(*test_windows, batch_size)
         exact = data.exact_windows(self.corpus.test, batch_size, num_steps)
         exact_perplexity = self._perplexity(exact.inputs, exact.targets, batch_size, exact.weights)
         logging.info("test perplexity %.3f (exact, every token: %.3f)", faithful, exact_perplexity)

@@ -244,7 +244,8 @@ def test_override_unknown_field():
 
 @pytest.mark.parametrize("assignment", [{"num_steps": "abc"}, {"init_scale": "big"},
                                         {"tied_weights": "yes"}, {"keep_output": "[0.5"},
-                                        {"keep_output": "[0.5, 0.25]"}, {"num_layers": "three"}])
+                                        {"keep_output": "[0.5, 0.25]"}, {"keep_state": "[[null], [1, 1]]"},
+                                        {"num_layers": "three"}])
 def test_override_unparsable_values_raise_config_error(assignment):
     name = next(iter(assignment))
     with pytest.raises(ConfigError, match=name):

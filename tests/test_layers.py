@@ -7,7 +7,7 @@ import tensorflow as tf
 from keras.src.backend.tensorflow.rnn import _do_lstm_arguments_support_cudnn
 
 from gradual_rnn import configs, layers, training
-from gradual_rnn.model import DropoutPlan
+from gradual_rnn.model import DropoutPlan, WordEmbedding
 
 BATCH, TIME, INPUT, UNITS = 3, 5, 4, 6
 EXECUTION_MODES = ("eager", "function", "xla")
@@ -347,9 +347,9 @@ def test_stateless_dropout_values_and_statistics():
     keep = 0.4
     inputs = tf.ones([400, 10, STAT_UNITS])  # 200,000 elements
     dropped = layers.stateless_dropout(inputs, keep, tf.constant([3, 4])).numpy()
-    scale = dropped[dropped != 0]
-    np.testing.assert_allclose(scale, 1 / keep, rtol=1e-6)
-    _assert_statistics_of_kept(dropped != 0, keep)
+    kept = dropped != 0
+    np.testing.assert_allclose(dropped[kept], 1 / keep, rtol=1e-6)
+    assert abs(kept.mean() - keep) < SIGMAS * np.sqrt(keep * (1 - keep) / kept.size)
     assert abs(dropped.mean(dtype=np.float64) - 1.0) < SIGMAS * np.sqrt((1 - keep) / (keep * dropped.size))
     # Fresh per element: the pattern at step t and at step t+1 agree only as often as two independent
     # draws do, p^2 + (1-p)^2 (a variational mask would agree everywhere).
@@ -357,10 +357,6 @@ def test_stateless_dropout_values_and_statistics():
     chance = keep ** 2 + (1 - keep) ** 2
     count = dropped[:, 0].size
     assert abs(agree - chance) < SIGMAS * np.sqrt(chance * (1 - chance) / count)
-
-
-def _assert_statistics_of_kept(kept, keep):
-    assert abs(kept.mean() - keep) < SIGMAS * np.sqrt(keep * (1 - keep) / kept.size)
 
 
 def test_stateless_dropout_scales_values_and_is_seeded():
@@ -402,8 +398,6 @@ def _head_case():
 
 
 def _embedding_case(use_bias):
-    from gradual_rnn.model import WordEmbedding
-
     layer = WordEmbedding(12, UNITS, 0.1, use_bias=use_bias, seed=7, name="embedding")
     ids = np.array([[0, 5, 11], [3, 3, 1]], np.int32)
     return layer, lambda target: target(ids)

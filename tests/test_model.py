@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gradual_rnn import configs, layers, model, training
+from gradual_rnn import configs, model, training
 from gradual_rnn.model import DropoutPlan
-from test_layers import numpy_basic_lstm, randomize, tf1_weights
+from test_layers import numpy_basic_lstm, tf1_weights
 
 VOCAB, HIDDEN, LAYERS, BATCH, TIME = 50, 8, 3, 3, 4
 
@@ -281,6 +281,11 @@ def test_directly_built_model_equals_grown_model(tied):
     assert [w.path for w in grown.weights] == [w.path for w in direct.weights]
     for mine, theirs in zip(grown.weights, direct.weights):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    # Every layer has its own seeds: no two layers (nor kernel and recurrent kernel) start equal.
+    kernels = [v.numpy() for index in range(LAYERS) for v in direct.layer_variables(index)[:2]]
+    for index, kernel in enumerate(kernels):
+        for other in kernels[index + 1:]:
+            assert not np.array_equal(kernel, other)
 
 
 def test_grown_model_owns_its_variables():
