@@ -39,6 +39,8 @@ flags.DEFINE_boolean("download", True, "Download PTB when no local copy is found
 flags.DEFINE_integer("checkpoint_every_windows", 500, "Also checkpoint every N training windows "
                      "(0: only at epoch ends).")
 flags.DEFINE_boolean("describe_data", False, "Print the corpus statistics and stop.")
+flags.DEFINE_boolean("deterministic", False, "Bit-identical reruns on CPU with the same seed "
+                     "(deterministic TensorFlow kernels; somewhat slower).")
 
 
 def build_config() -> configs.Config:
@@ -91,7 +93,8 @@ def run():
         logging.info("vocab_size set to the corpus's %d.", corpus.vocab_size)
     options = trainer.RunOptions(data_dir=data_dir, save_path=FLAGS.save_path or default_save_path(config),
                                  jit_compile=FLAGS.jit,
-                                 checkpoint_every_windows=FLAGS.checkpoint_every_windows)
+                                 checkpoint_every_windows=FLAGS.checkpoint_every_windows,
+                                 deterministic=FLAGS.deterministic)
     logging.info("Config %s:\n%s", config.name, config.to_json())
     results = trainer.train(config, options, corpus)
     print(json.dumps({key: value for key, value in results.items() if key != "rows"}, indent=2))

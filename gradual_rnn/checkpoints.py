@@ -14,9 +14,12 @@ atomically, so a crash at any moment leaves the previous checkpoint intact and r
 newest checkpoint cannot be read, the previous one is used, with a warning.
 """
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
+import socket
+import zipfile
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -119,6 +122,11 @@ class CheckpointStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.rename(temporary, os.path.join(self.directory, name))
+        except OSError as error:
+            shutil.rmtree(temporary, ignore_errors=True)
+            kept = f"the previous checkpoint {names[-1]} is intact" if names else "no checkpoint existed yet"
+            raise CheckpointError(f"Writing checkpoint {name} in {self.directory} failed ({error}); "
+                                  f"{kept}.") from None
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
@@ -135,7 +143,7 @@ class CheckpointStore:
         for name in reversed(self._names()):
             try:
                 return self._load(name)
-            except (OSError, ValueError, KeyError, EOFError) as error:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
                 logging.warning("Checkpoint %s cannot be read (%s); falling back to the one before.",
                                 name, error)
         return None
@@ -149,3 +157,37 @@ class CheckpointStore:
         logging.info("Restored %s: phase %d, epoch %d, window %d.", folder, progress.phase,
                      progress.epoch + 1, progress.window)
         return progress, arrays
+
+
+class RunLock:
+    """An exclusive lock on a save path, so that two runs never write the same checkpoints.
+
+    Uses `flock` on `save_path/lock`: the operating system releases it when the holder dies, so a
+    killed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, save_path: str):
+        self.path = os.path.join(save_path, "lock")
+        self._handle = None
+
+    def __enter__(self):
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise CheckpointError(f"--save_path {os.path.dirname(self.path)} is in use by {holder}; "
+                                  f"two runs cannot share a save path.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
+        return False

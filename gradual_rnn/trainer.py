@@ -19,7 +19,7 @@ from absl import logging
 from gradual_rnn import data
 from gradual_rnn import model as lm
 from gradual_rnn import training
-from gradual_rnn.checkpoints import CheckpointStore, Progress, write_json_atomically
+from gradual_rnn.checkpoints import CheckpointStore, Progress, RunLock, write_json_atomically
 from gradual_rnn.configs import Config
 from gradual_rnn.phases import Phase, make_phases
 
@@ -42,6 +42,9 @@ class RunOptions:
     checkpoint_every_windows: int = 0  # 0: only at epoch ends
     progress_every_fraction: float = 0.1
     stop_after_windows: int = 0  # testing aid: raise Interrupted after this many windows (0: never)
+    # Deterministic kernels (tf.config.experimental.enable_op_determinism). Every random draw of the
+    # package is already stateless and seeded from (seed, phase, epoch, window).
+    deterministic: bool = False
 
 
 def train(config: Config, options: RunOptions, corpus: Optional[data.Corpus] = None) -> Dict:
@@ -49,6 +52,14 @@ def train(config: Config, options: RunOptions, corpus: Optional[data.Corpus] = N
     corpus = corpus or data.load_corpus(options.data_dir)
     _check_corpus(config, corpus)
     store = CheckpointStore(options.save_path, config)
+    with RunLock(store.save_path):
+        return _train_locked(config, options, corpus, store)
+
+
+def _train_locked(config: Config, options: RunOptions, corpus: data.Corpus,
+                  store: CheckpointStore) -> Dict:
+    if options.deterministic:
+        tf.config.experimental.enable_op_determinism()
     restored = store.restore()
     progress, arrays = restored if restored else (Progress(), None)
     if progress.finished:
