@@ -1,0 +1,98 @@
+"""Data-parallel training on tf.distribute with stateful truncated backpropagation through time.
+
+Each replica owns a fixed, contiguous block of the B batch streams (replica r: rows
+`r*B/R .. (r+1)*B/R - 1`) and keeps their LSTM state and their rows of the variational masks from
+window to window. The step keeps SPEC §2's meaning on any number of replicas:
+
+    cost     = sum over all B streams and time of cross-entropy / B    (B: the global batch)
+    gradient = all-reduce SUM of each replica's gradient of its share   (= the one-device gradient)
+    clipping by the global norm of that summed gradient, then the optimizer update.
+
+Keras's optimizer sums gradients across replicas inside `apply_gradients`; since they are already
+summed and clipped here, each replica hands it `clipped / R`, which sums back to `clipped` (exactly
+so when R is a power of two).
+
+Per-element (Zaremba and embedding) dropout draws its noise per replica, so with per-element dropout
+a distributed run is a different, equally valid sample than a one-device run; variational masks are
+sliced from the global masks and match one device exactly.
+"""
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+
+from gradual_rnn import training
+from gradual_rnn.configs import Config
+
+
+def make_strategy(num_gpus: int = 0, devices: Optional[list] = None) -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when TF_CONFIG names several workers, MirroredStrategy over
+    `devices` or `num_gpus` GPUs (> 1), otherwise the default (one-device) strategy."""
+    if _worker_count() > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if devices:
+        return tf.distribute.MirroredStrategy(devices)
+    if num_gpus > 1:
+        return tf.distribute.MirroredStrategy([f"/gpu:{index}" for index in range(num_gpus)])
+    return tf.distribute.get_strategy()
+
+
+def _worker_count() -> int:
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def split_rows(strategy: tf.distribute.Strategy, array):
+    """Distributes `[B, ...]` so replica r gets its fixed block of B/R rows."""
+    replicas = strategy.num_replicas_in_sync
+    if array.shape[0] % replicas:
+        raise ValueError(f"The batch of {array.shape[0]} streams does not split evenly over "
+                         f"{replicas} replicas; choose batch_size as a multiple of {replicas}.")
+    rows = array.shape[0] // replicas
+
+    def block(context):
+        start = context.replica_id_in_sync_group * rows
+        return tf.convert_to_tensor(array[start:start + rows])
+
+    return strategy.experimental_distribute_values_from_function(block)
+
+
+def split_nested(strategy, structure):
+    """`split_rows` over every array of a nested structure (None entries stay None)."""
+    return tf.nest.map_structure(lambda array: None if array is None else split_rows(strategy, array),
+                                 structure)
+
+
+def make_distributed_train_step(strategy: tf.distribute.Strategy, model, optimizer, config: Config,
+                                plan, depth: int):
+    """A compiled `step(inputs, targets, state, key, masks) -> (cost, state, gradient_norm)` whose
+    inputs, state and masks are per-replica values (see `split_rows`); cost is the global window
+    cost of SPEC §2, state stays per replica."""
+    variables = model.trainable_variables
+    with strategy.scope():
+        optimizer.build(variables)
+    dropout = None if plan.is_identity else plan
+    global_batch = config.batch_size
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(inputs, targets, state, key, masks):
+        context = tf.distribute.get_replica_context()
+        seed = tf.random.experimental.stateless_fold_in(training.window_seed(config.seed, key),
+                                                        context.replica_id_in_sync_group)
+        with tf.GradientTape() as tape:
+            logits, new_state = model(inputs, state, depth=depth, dropout=dropout, seed=seed, masks=masks)
+            cost = training.sequence_cost(logits, targets, global_batch)
+        gradients = [tf.convert_to_tensor(g) for g in tape.gradient(cost, variables)]
+        gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        clipped, gradient_norm = tf.clip_by_global_norm(gradients, config.max_grad_norm)
+        optimizer.apply_gradients(zip([g / replicas for g in clipped], variables))
+        return cost, new_state, gradient_norm
+
+    @tf.function
+    def step(inputs, targets, state, key, masks):
+        cost, state, norm = strategy.run(replica_step, args=(inputs, targets, state, key, masks))
+        total = strategy.reduce(tf.distribute.ReduceOp.SUM, cost, axis=None)
+        return total, state, strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None)
+
+    return step
