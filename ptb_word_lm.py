@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags, logging
 
-from gradual_rnn import checkpoints, configs, data, sources, trainer
+from gradual_rnn import checkpoints, configs, data, distribute, sources, trainer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "small", f"Config name: one of {', '.join(configs.CONFIGS)}.")
@@ -30,7 +30,8 @@ flags.DEFINE_integer("max_epochs", None, "Epochs of the last phase (the whole ru
 flags.DEFINE_integer("layer_epochs", None, "Epochs of every earlier gradual phase.")
 flags.DEFINE_boolean("jit", False, "Compile the train and eval steps with XLA.")
 flags.DEFINE_boolean("use_fp16", False, "Mixed precision (not available yet).")
-flags.DEFINE_integer("num_gpus", 0, "Replicas for tf.distribute (not available yet).")
+flags.DEFINE_integer("num_gpus", 0, "Train on this many GPUs of this host with MirroredStrategy "
+                     "(> 1). Several hosts: set TF_CONFIG on each (MultiWorkerMirroredStrategy).")
 flags.DEFINE_multi_string("set", [], "Override a config field: --set=name=value (repeatable). "
                           "Keep tables take JSON rows or one number for every entry.")
 flags.DEFINE_boolean("map_unknown_to_unk", False, "Map valid/test words missing from the vocabulary "
@@ -79,8 +80,12 @@ def main(argv):
 
 
 def run():
-    if FLAGS.use_fp16 or FLAGS.num_gpus:
-        raise app.UsageError("--use_fp16 and --num_gpus are not implemented yet in this version.")
+    if FLAGS.use_fp16:
+        raise app.UsageError("--use_fp16 is not implemented yet in this version.")
+    if FLAGS.num_gpus < 0:
+        raise configs.ConfigError(f"--num_gpus must be 0 or more, got {FLAGS.num_gpus}.")
+    # Created first: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
+    strategy = distribute.make_strategy(FLAGS.num_gpus)
     config = build_config()
     data_dir = sources.resolve_data_dir(FLAGS.data_path, download=FLAGS.download)
     corpus = data.load_corpus(data_dir, map_unknown_to_unk=FLAGS.map_unknown_to_unk)
@@ -96,7 +101,7 @@ def run():
                                  checkpoint_every_windows=FLAGS.checkpoint_every_windows,
                                  deterministic=FLAGS.deterministic)
     logging.info("Config %s:\n%s", config.name, config.to_json())
-    results = trainer.train(config, options, corpus)
+    results = trainer.train(config, options, corpus, strategy)
     print(json.dumps({key: value for key, value in results.items() if key != "rows"}, indent=2))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from gradual_rnn import data
+from gradual_rnn import data, distribute
 from gradual_rnn import model as lm
 from gradual_rnn import training
 from gradual_rnn.checkpoints import CheckpointStore, Progress, RunLock, write_json_atomically
@@ -47,17 +47,22 @@ class RunOptions:
     deterministic: bool = False
 
 
-def train(config: Config, options: RunOptions, corpus: Optional[data.Corpus] = None) -> Dict:
-    """Trains every phase of `config` (resuming from `options.save_path`) and returns the results."""
+def train(config: Config, options: RunOptions, corpus: Optional[data.Corpus] = None,
+          strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+    """Trains every phase of `config` (resuming from `options.save_path`) and returns the results.
+
+    With a `strategy` of several replicas, each replica trains its own block of the batch streams
+    (see `distribute`); checkpoints are then written at epoch ends only.
+    """
     corpus = corpus or data.load_corpus(options.data_dir)
     _check_corpus(config, corpus)
     store = CheckpointStore(options.save_path, config)
     with RunLock(store.save_path):
-        return _train_locked(config, options, corpus, store)
+        return _train_locked(config, options, corpus, store, strategy or tf.distribute.get_strategy())
 
 
-def _train_locked(config: Config, options: RunOptions, corpus: data.Corpus,
-                  store: CheckpointStore) -> Dict:
+def _train_locked(config: Config, options: RunOptions, corpus: data.Corpus, store: CheckpointStore,
+                  strategy: tf.distribute.Strategy) -> Dict:
     if options.deterministic:
         tf.config.experimental.enable_op_determinism()
     restored = store.restore()
@@ -65,7 +70,7 @@ def _train_locked(config: Config, options: RunOptions, corpus: data.Corpus,
     if progress.finished:
         logging.info("The run in %s has finished; its results are in results.json.", options.save_path)
         return progress.final
-    runner = _Runner(config, options, corpus, store, progress)
+    runner = _Runner(config, options, corpus, store, progress, strategy)
     with _SignalGuard() as guard:
         runner.guard = guard
         for phase in make_phases(config)[progress.phase - 1:]:
@@ -150,9 +155,10 @@ class _Runner:
     """Runs phases and epochs for one config, keeping `progress` current."""
 
     def __init__(self, config: Config, options: RunOptions, corpus: data.Corpus,
-                 store: CheckpointStore, progress: Progress):
+                 store: CheckpointStore, progress: Progress, strategy: tf.distribute.Strategy):
         self.config, self.options, self.corpus = config, options, corpus
-        self.store, self.progress = store, progress
+        self.store, self.progress, self.strategy = store, progress, strategy
+        self.distributed = strategy.num_replicas_in_sync > 1
         self.model: Optional[lm.LanguageModel] = None
         self.guard = None
         self.windows_run = 0
@@ -163,12 +169,12 @@ class _Runner:
 
     # ----- phases -----
     def run_phase(self, phase: Phase, arrays) -> None:
-        self.model = self._phase_model(phase, arrays)
+        with self.strategy.scope():
+            self.model = self._phase_model(phase, arrays)
+            optimizer = keras.optimizers.SGD(learning_rate=self.config.learning_rate)
         lm.freeze(self.model, phase.frozen_layers)
-        optimizer = keras.optimizers.SGD(learning_rate=self.config.learning_rate)
         plan = lm.DropoutPlan.for_depth(self.config, phase.depth)
-        train_step = training.make_train_step(self.model, optimizer, self.config, plan, phase.depth,
-                                              self.options.jit_compile)
+        train_step = self._train_step(optimizer, plan, phase.depth)
         self.evaluate = training.make_eval_step(self.model, phase.depth, self.options.jit_compile)
         if arrays is not None:  # optimizer variables are saved only inside a phase
             for variable, key in zip(optimizer.variables, sorted(k for k in arrays if k.startswith("optimizer/"))):
@@ -185,6 +191,24 @@ class _Runner:
             restored_state = restored_masks = None
         self.progress.phase, self.progress.epoch = phase.index + 1, 0
         self._save(optimizer=None)
+
+    def _train_step(self, optimizer, plan, depth):
+        if not self.distributed:
+            return training.make_train_step(self.model, optimizer, self.config, plan, depth,
+                                            self.options.jit_compile)
+        step = distribute.make_distributed_train_step(self.strategy, self.model, optimizer, self.config,
+                                                      plan, depth)
+
+        def global_step(inputs, targets, state, key, masks):
+            split = distribute.split_nested
+            return step(split(self.strategy, inputs), split(self.strategy, targets), state, key,
+                        split(self.strategy, masks))
+
+        return global_step
+
+    def _initial_state(self, depth):
+        state = self.model.initial_state(self.config.batch_size, depth)
+        return distribute.split_nested(self.strategy, state) if self.distributed else state
 
     def _start_phase(self) -> None:
         self.progress.learning_rate, self.progress.valid_history = None, []
@@ -213,7 +237,7 @@ class _Runner:
                 config, progress.epoch, progress.learning_rate, progress.valid_history)
             progress.epoch_nll = progress.epoch_tokens = progress.epoch_seconds = 0.0
         optimizer.learning_rate.assign(progress.learning_rate)
-        state = state if state is not None else self.model.initial_state(config.batch_size, phase.depth)
+        state = state if state is not None else self._initial_state(phase.depth)
         epoch_size = data.epoch_size(len(self.corpus.train), config.batch_size, config.num_steps)
         windows = data.make_dataset(self.corpus.train, config.batch_size, config.num_steps, progress.window)
         started = time.time() - progress.epoch_seconds
@@ -257,6 +281,11 @@ class _Runner:
     def _maybe_checkpoint(self, optimizer, state, masks) -> None:
         every = self.options.checkpoint_every_windows
         stop = self._stop_requested()
+        if self.distributed:  # per-replica state is not gathered: epoch-end checkpoints only
+            every = 0
+            if stop:
+                raise Interrupted("Stopped mid-epoch; a distributed run resumes from the checkpoint "
+                                  "at the end of the previous epoch.")
         if stop or (every and self.windows_run % every == 0):
             self._save(optimizer, state, masks)
         if stop:

@@ -1,0 +1,94 @@
+"""Two worker processes on loopback (MultiWorkerMirroredStrategy, TF_CONFIG on 127.0.0.1)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ptb_word_lm.py")
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for handle in sockets:
+        handle.bind(("127.0.0.1", 0))
+    ports = [handle.getsockname()[1] for handle in sockets]
+    for handle in sockets:
+        handle.close()
+    return ports
+
+
+def _start_workers(tmp_path, corpus_dir, ports, extra=()):
+    workers = [f"127.0.0.1:{port}" for port in ports]
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        environment = dict(os.environ, TF_CONFIG=tf_config, TF_CPP_MIN_LOG_LEVEL="2")
+        arguments = [sys.executable, SCRIPT, "--model=test", "--set=hidden_size=8", "--set=num_steps=5",
+                     "--max_epochs=3", f"--data_path={corpus_dir}", f"--save_path={tmp_path / f'worker_{index}'}",
+                     *extra]
+        log = open(tmp_path / f"worker_{index}.log", "a")
+        processes.append(subprocess.Popen(arguments, stdout=log, stderr=log, env=environment))
+    return processes
+
+
+def _wait(processes, timeout=300):
+    deadline = time.time() + timeout
+    for process in processes:
+        process.wait(timeout=max(1, deadline - time.time()))
+    return [process.returncode for process in processes]
+
+
+def _weights(save_path):
+    checkpoints = save_path / "checkpoints"
+    folder = checkpoints / (checkpoints / "latest").read_text()
+    with np.load(folder / "arrays.npz") as archive:
+        return {key: archive[key] for key in archive.files if key.startswith("model/")}
+
+
+def _epochs_done(save_path):
+    latest = save_path / "checkpoints" / "latest"
+    if not latest.exists():
+        return 0
+    try:
+        progress = json.loads((save_path / "checkpoints" / latest.read_text() / "progress.json").read_text())
+        return len(progress["progress"]["rows"])
+    except (OSError, ValueError):
+        return 0
+
+
+def test_two_workers_train_identically_and_survive_a_kill(tiny_corpus_dir, tmp_path):
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    assert _wait(_start_workers(straight, tiny_corpus_dir, _free_ports(2))) == [0, 0], \
+        (straight / "worker_0.log").read_text()[-3000:]
+    first, second = _weights(straight / "worker_0"), _weights(straight / "worker_1")
+    assert len(first) == 6
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+    results = json.loads((straight / "worker_0" / "results.json").read_text())
+    assert len(results["rows"]) == 3
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    processes = _start_workers(killed, tiny_corpus_dir, _free_ports(2))
+    deadline = time.time() + 240
+    while time.time() < deadline and _epochs_done(killed / "worker_1") < 1:
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGKILL)
+    processes[1].wait()
+    processes[0].send_signal(signal.SIGKILL)  # the survivor would wait for its peer forever
+    processes[0].wait()
+    assert 1 <= _epochs_done(killed / "worker_1") < 3
+    assert _wait(_start_workers(killed, tiny_corpus_dir, _free_ports(2))) == [0, 0], \
+        (killed / "worker_0.log").read_text()[-3000:]
+    assert "Restored" in (killed / "worker_1.log").read_text()
+    resumed = json.loads((killed / "worker_0" / "results.json").read_text())
+    assert resumed["test_perplexity"] == pytest.approx(results["test_perplexity"], rel=1e-5)
+    for key, value in _weights(killed / "worker_0").items():
+        np.testing.assert_allclose(value, first[key], rtol=1e-5, atol=1e-6)
