@@ -1,0 +1,103 @@
+"""Times the package's real training step (and eval step) and prints one JSON line, like the peers
+in `../shared/bench` (same configs, batches, loss, clipping and optimizer), so it can run in their
+interleaved rounds:
+
+    PROJECT_CMD="python -m gradual_rnn.benchmark" bash ../shared/bench/run_all.sh bench-results
+    python -m gradual_rnn.benchmark --config small --steps 50 --warmup 5 [--rnn_mode basic] [--jit]
+"""
+import json
+import os
+import platform
+import resource
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from gradual_rnn import configs, data, sources, training
+from gradual_rnn import model as lm
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("config", "small", ["small", "medium", "large"], "Tutorial config to time.")
+flags.DEFINE_integer("steps", 30, "Timed training windows.")
+flags.DEFINE_integer("warmup", 5, "Untimed windows first (tracing and compilation).")
+flags.DEFINE_enum("rnn_mode", "auto", list(configs.RNN_MODES), "LSTM path.")
+flags.DEFINE_boolean("jit", False, "XLA-compile the step.")
+flags.DEFINE_boolean("variational", False, "Variational dropout with a state mask (the GL path) "
+                     "at the config's keep probability instead of Zaremba dropout.")
+flags.DEFINE_enum("data", "ptb", ["ptb", "random"], "PTB windows (PTB_DATA_DIR) or random ids.")
+flags.DEFINE_string("data_dir", None, "PTB folder (default: PTB_DATA_DIR or the cache).")
+flags.DEFINE_integer("eval_windows", 0, "Also time this many test-style windows (B=1, n=1).")
+
+
+def benchmark_config() -> configs.Config:
+    config = configs.override(configs.get_config(FLAGS.config), {"rnn_mode": FLAGS.rnn_mode})
+    if not FLAGS.variational:
+        return config
+    keep = config.keep_output[-1][-1]
+    table = configs.uniform_table(config.num_layers, keep)
+    return configs.override(config, {"dropout_style": "variational", "keep_output": json.dumps(table),
+                                     "keep_state": json.dumps(table)})
+
+
+def training_windows(config: configs.Config, count: int):
+    if FLAGS.data == "random":
+        ids = np.random.RandomState(0).randint(0, config.vocab_size,
+                                               config.batch_size * (count * config.num_steps + 1))
+    else:
+        ids = data.load_corpus(sources.resolve_data_dir(FLAGS.data_dir, download=False)).train
+    inputs, targets = data.window_arrays(ids.astype(np.int32), config.batch_size, config.num_steps)
+    return inputs[:count], targets[:count]
+
+
+def time_training(config: configs.Config):
+    model = lm.build_model(config)
+    optimizer = tf.keras.optimizers.SGD(learning_rate=config.learning_rate)
+    plan = lm.DropoutPlan.for_depth(config, config.num_layers)
+    step = training.make_train_step(model, optimizer, config, plan, config.num_layers, FLAGS.jit)
+    inputs, targets = training_windows(config, FLAGS.warmup + FLAGS.steps)
+    masks = training.sample_masks(config, plan, (1, 0, 0), config.batch_size)
+    state, times, cost = model.initial_state(config.batch_size), [], None
+    for index in range(len(inputs)):
+        started = time.perf_counter()
+        key = tf.constant([1, 0, index], tf.int64)
+        cost, state, _ = step(tf.constant(inputs[index]), tf.constant(targets[index]), state, key, masks)
+        cost = float(cost)
+        times.append(time.perf_counter() - started)
+    timed = times[FLAGS.warmup:]
+    words = config.batch_size * config.num_steps
+    return model, dict(wps=words * len(timed) / sum(timed), step_ms_median=1e3 * float(np.median(timed)),
+                       warmup_s=sum(times[:FLAGS.warmup]), last_loss=cost / config.num_steps)
+
+
+def time_evaluation(model, count: int):
+    evaluate = training.make_eval_step(model, model.num_layers)
+    ids = np.random.RandomState(1).randint(0, model.vocab_size, size=(count, 1, 1)).astype(np.int32)
+    arguments = (tf.constant(ids), tf.constant(ids), tf.ones(ids.shape), model.initial_state(1))
+    evaluate(*arguments)
+    started = time.perf_counter()
+    evaluate(*arguments)
+    return dict(eval_b1_wps=count / (time.perf_counter() - started))
+
+
+def main(argv):
+    del argv
+    config = benchmark_config()
+    model, result = time_training(config)
+    if FLAGS.eval_windows:
+        result.update(time_evaluation(model, FLAGS.eval_windows))
+    name = "gradual_rnn" + ("_variational" if FLAGS.variational else "") + (
+        "" if FLAGS.rnn_mode == "auto" else f"_{FLAGS.rnn_mode}") + ("_xla" if FLAGS.jit else "")
+    output = dict(impl=name, config=FLAGS.config, steps=FLAGS.steps, warmup=FLAGS.warmup, data=FLAGS.data,
+                  words_per_step=config.batch_size * config.num_steps,
+                  cudnn_eligible_layers=sum(lm.cudnn_eligible(model, training.sample_masks(
+                      config, lm.DropoutPlan.for_depth(config, config.num_layers), (1, 0, 0), 1))),
+                  **{key: round(value, 3) for key, value in result.items()},
+                  peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+                  host=platform.node(), ncpu=os.cpu_count(), framework=f"tf {tf.__version__}")
+    print(json.dumps(output), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
