@@ -35,13 +35,19 @@ def write_corpus(directory, train, valid, test):
     return str(directory)
 
 
-@pytest.fixture
-def tiny_corpus_dir(tmp_path):
-    """A seeded random corpus of 40 words, big enough for the test config and a few windows."""
-    rng = np.random.RandomState(0)
-    words = [f"w{i}" for i in range(40)]
+def random_corpus(directory, seed, num_words, sentence_counts):
+    """Writes a seeded corpus of sentences of 3-11 words drawn from `num_words` words `w0, w1, ...`;
+    `sentence_counts` gives the (train, valid, test) sentence numbers."""
+    rng = np.random.RandomState(seed)
+    words = [f"w{i}" for i in range(num_words)]
 
     def sentences(count):
         return [" ".join(rng.choice(words, size=rng.randint(3, 12))) for _ in range(count)]
 
-    return write_corpus(tmp_path / "corpus", sentences(300), sentences(40), sentences(40))
+    return write_corpus(directory, *(sentences(count) for count in sentence_counts))
+
+
+@pytest.fixture
+def tiny_corpus_dir(tmp_path):
+    """A seeded random corpus of 40 words, big enough for the test config and a few windows."""
+    return random_corpus(tmp_path / "corpus", 0, 40, (300, 40, 40))

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import write_corpus
+from conftest import random_corpus
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ptb_word_lm.py")
 
@@ -23,13 +23,7 @@ def run_cli(*args, timeout=300):
 @pytest.fixture
 def roomy_corpus_dir(tmp_path):
     """A corpus whose valid split holds a few windows of batch 20 x 35 steps (for the gl config)."""
-    rng = np.random.RandomState(1)
-    words = [f"w{i}" for i in range(30)]
-
-    def sentences(count):
-        return [" ".join(rng.choice(words, size=rng.randint(3, 12))) for _ in range(count)]
-
-    return write_corpus(tmp_path / "roomy", sentences(400), sentences(200), sentences(20))
+    return random_corpus(tmp_path / "roomy", 1, 30, (400, 200, 20))
 
 
 def test_test_config_gradual_finishes(tiny_corpus_dir, tmp_path):
