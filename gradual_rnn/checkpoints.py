@@ -97,6 +97,9 @@ class CheckpointStore:
         with open(path, encoding="utf-8") as handle:
             saved = json.load(handle)
         current = json.loads(self.config.to_json())
+        defaults = json.loads(self.config.defaults_json())
+        # A field added to Config after the run started counts as unchanged while it has its default.
+        saved = {**{key: defaults[key] for key in defaults if key not in saved}, **saved}
         changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
         if changed:
             details = ", ".join(f"{key}: saved {saved.get(key)!r} now {current.get(key)!r}" for key in changed)

@@ -20,6 +20,7 @@ MASK_REFRESH_MODES = ("epoch", "batch")
 RNN_MODES = ("auto", "cudnn", "basic")
 NEW_LAYER_INITS = ("random", "copy_below")
 TEST_RULES = ("after_training", "at_best_valid")
+OPTIMIZERS = ("sgd", "nesterov")
 
 
 class ConfigError(ValueError):
@@ -67,6 +68,10 @@ class Config:
     # Oddity 4 of SPEC §4: the best validation value spans phases (faithful); False resets it.
     best_valid_across_phases: bool = True
     seed: int = 123456789
+    # Techniques of the other seed papers (all off by default, as in both references).
+    optimizer: str = "sgd"  # "sgd", or "nesterov": simplified Nesterov momentum (Bengio et al. §3.5)
+    momentum: float = 0.0
+    h_detach: float = 0.0  # probability per time step of blocking the h-path gradient (Kanuparthi et al.)
 
     def __post_init__(self):
         validate(self)
@@ -77,6 +82,12 @@ class Config:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @staticmethod
+    def defaults_json() -> str:
+        """The fields that have defaults, with them, as JSON."""
+        return json.dumps({field.name: field.default for field in dataclasses.fields(Config)
+                           if field.default is not dataclasses.MISSING})
 
     @classmethod
     def from_json(cls, text: str) -> "Config":
@@ -135,6 +146,13 @@ def validate(config: Config) -> None:
     _check_choice("rnn_mode", config.rnn_mode, RNN_MODES)
     _check_choice("new_layer_init", config.new_layer_init, NEW_LAYER_INITS)
     _check_choice("test_rule", config.test_rule, TEST_RULES)
+    _check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    if not 0.0 <= config.momentum < 1.0:
+        raise ConfigError(f"momentum must be in [0, 1), got {config.momentum}.")
+    if config.optimizer == "nesterov" and config.momentum == 0.0:
+        raise ConfigError("optimizer='nesterov' needs momentum > 0 (e.g. --set=momentum=0.9).")
+    if not 0.0 <= config.h_detach < 1.0:
+        raise ConfigError(f"h_detach is a probability in [0, 1), got {config.h_detach}.")
     _check_keep("keep_prob_embed", config.keep_prob_embed)
     _check_table("keep_output", config.keep_output, config.num_layers)
     _check_table("keep_state", config.keep_state, config.num_layers)

@@ -50,6 +50,13 @@ def lstm_gate_step(projected_input, cell, hidden, recurrent_kernel, forget_bias)
     return cell, tf.tanh(cell) * tf.sigmoid(output_gate)
 
 
+def detach_where(detach, tensor):
+    """`tensor` with its gradient blocked when the scalar bool `detach` is true (value unchanged)."""
+    if detach is None:
+        return tensor
+    return tf.where(detach, tf.stop_gradient(tensor), tensor)
+
+
 def uniform_initializer(init_scale: float, seed: Optional[int]):
     return keras.initializers.RandomUniform(-init_scale, init_scale, seed=seed)
 
@@ -123,14 +130,17 @@ class BasicLSTM(keras.layers.Layer):
             return False
         return not self.forget_bias
 
-    def call(self, inputs, state, recurrent_mask=None, training=False):
-        if self.uses_cudnn_path(recurrent_mask):
+    def call(self, inputs, state, recurrent_mask=None, detach=None, training=False):
+        """detach: None, or `<bool>[time]` for h-detach (Kanuparthi et al. 2019): where true, the
+        gradient through h_{t-1} into the gates of step t is blocked (values unchanged); it needs
+        the basic path."""
+        if detach is None and self.uses_cudnn_path(recurrent_mask):
             cell, hidden = state
             outputs, hidden, cell = self.lstm(inputs, initial_state=[hidden, cell], training=training)
             return outputs, (cell, hidden)
-        return self._basic_call(inputs, state, recurrent_mask)
+        return self._basic_call(inputs, state, recurrent_mask, detach)
 
-    def _basic_call(self, inputs, state, recurrent_mask):
+    def _basic_call(self, inputs, state, recurrent_mask, detach=None):
         num_steps = inputs.shape[1]
         if num_steps is None:
             raise ValueError("BasicLSTM's basic path needs a static number of time steps.")
@@ -140,7 +150,8 @@ class BasicLSTM(keras.layers.Layer):
         cell, hidden = state
         outputs = []
         for step in range(num_steps):
-            cell, hidden = lstm_gate_step(projected[:, step], cell, hidden, recurrent_kernel,
+            gate_hidden = hidden if detach is None else detach_where(detach[step], hidden)
+            cell, hidden = lstm_gate_step(projected[:, step], cell, gate_hidden, recurrent_kernel,
                                           self.forget_bias)
             outputs.append(hidden)
             if recurrent_mask is not None:

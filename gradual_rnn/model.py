@@ -86,6 +86,7 @@ class LanguageModel(keras.Model):
     state: one `(c, h)` pair per layer, each `<float>[batch, hidden]` (at least `depth` pairs).
     dropout: a DropoutPlan for training, None for evaluation. seed: `<int>[2]` for per-element dropout.
     masks: for variational dropout, one `(output_mask, state_mask)` per layer (None entries skip).
+    detach: for h-detach, one `<bool>[time]` per layer (see `layers.BasicLSTM.call`), or None.
     """
 
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, init_scale: float,
@@ -124,7 +125,7 @@ class LanguageModel(keras.Model):
         return tuple((zeros, zeros) for _ in range(depth or self.num_layers))
 
     def call(self, ids, state, depth=None, dropout: Optional[DropoutPlan] = None, seed=None,
-             masks=None):
+             masks=None, detach=None):
         depth = self.num_layers if depth is None else depth
         if not 1 <= depth <= self.num_layers:
             raise ValueError(f"depth={depth} is outside 1..{self.num_layers}.")
@@ -134,7 +135,9 @@ class LanguageModel(keras.Model):
         new_state = []
         for index in range(depth):
             output_mask, state_mask = masks[index] if masks is not None else (None, None)
-            outputs, layer_state = self.lstm_layers[index](outputs, state[index], recurrent_mask=state_mask)
+            layer_detach = None if detach is None else detach[index]
+            outputs, layer_state = self.lstm_layers[index](outputs, state[index], recurrent_mask=state_mask,
+                                                           detach=layer_detach)
             outputs = self._drop_output(outputs, index, dropout, seed, output_mask)
             new_state.append(layer_state)
         return self._logits(outputs), tuple(new_state)

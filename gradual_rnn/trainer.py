@@ -11,7 +11,6 @@ import signal
 import time
 from typing import Dict, Optional
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -171,7 +170,7 @@ class _Runner:
     def run_phase(self, phase: Phase, arrays) -> None:
         with self.strategy.scope():
             self.model = self._phase_model(phase, arrays)
-            optimizer = keras.optimizers.SGD(learning_rate=self.config.learning_rate)
+            optimizer = training.make_optimizer(self.config)
         lm.freeze(self.model, phase.frozen_layers)
         plan = lm.DropoutPlan.for_depth(self.config, phase.depth)
         train_step = self._train_step(optimizer, plan, phase.depth)

@@ -50,8 +50,10 @@ def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer,
 
     def step(inputs, targets, state, key, masks):
         seed = window_seed(config.seed, key)
+        detach = detach_steps(config, seed, depth, inputs.shape[1])
         with tf.GradientTape() as tape:
-            logits, new_state = model(inputs, state, depth=depth, dropout=dropout, seed=seed, masks=masks)
+            logits, new_state = model(inputs, state, depth=depth, dropout=dropout, seed=seed, masks=masks,
+                                      detach=detach)
             cost = sequence_cost(logits, targets, tf.shape(inputs)[0])
         gradients = tape.gradient(cost, variables)
         clipped, gradient_norm = tf.clip_by_global_norm(gradients, config.max_grad_norm)
@@ -59,6 +61,23 @@ def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer,
         return cost, new_state, gradient_norm
 
     return tf.function(step, jit_compile=jit_compile)
+
+
+def make_optimizer(config: Config) -> keras.optimizers.Optimizer:
+    """Plain SGD (both references), or simplified Nesterov momentum (Bengio et al. 2013, eq. 7),
+    which Keras's `SGD(nesterov=True)` computes exactly for a constant momentum."""
+    if config.optimizer == "nesterov":
+        return keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum,
+                                    nesterov=True)
+    return keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum)
+
+
+def detach_steps(config: Config, seed, depth: int, num_steps: int):
+    """h-detach coins, one `<bool>[num_steps]` per layer, or None when h-detach is off."""
+    if not config.h_detach:
+        return None
+    return [tf.random.stateless_uniform([num_steps], seed=tf.random.experimental.stateless_fold_in(
+        seed, 1000 + layer)) < config.h_detach for layer in range(depth)]
 
 
 def make_eval_step(model: LanguageModel, depth: int, jit_compile: bool = False):

@@ -46,11 +46,7 @@ def srn_step(projected, hidden, recurrent_kernel, activation: str, leak=None):
     return leak * hidden + (1.0 - leak) * new_hidden
 
 
-def detach_where(detach, tensor):
-    """`tensor` with its gradient blocked when the scalar bool `detach` is true (value unchanged)."""
-    if detach is None:
-        return tensor
-    return tf.where(detach, tf.stop_gradient(tensor), tensor)
+detach_where = lstm_layers.detach_where
 
 
 @keras.saving.register_keras_serializable(package=lstm_layers.PACKAGE)
@@ -161,27 +157,6 @@ class LSTMUnit(keras.layers.Layer):
         config.update(units=self.units, init_scale=self.init_scale, forget_bias=self.forget_bias,
                       seed=self.seed)
         return config
-
-
-def hdetach_basic_lstm_call(layer: lstm_layers.BasicLSTM, inputs, state, detach, recurrent_mask=None):
-    """`BasicLSTM._basic_call` with h-detach, for the PTB model: same variables, same outputs.
-
-    detach: `<bool>[time]` (True: block the gradient of h_{t-1} into the gates at step t) or None.
-    Returns (outputs `[batch, time, units]`, new state `(c, h)`), exactly as the layer's call.
-    """
-    kernel = tf.convert_to_tensor(layer.kernel)
-    recurrent_kernel = tf.convert_to_tensor(layer.recurrent_kernel)
-    projected = tf.einsum("bti,ig->btg", inputs, kernel) + tf.convert_to_tensor(layer.bias)
-    cell, hidden = state
-    outputs = []
-    for step in range(inputs.shape[1]):
-        gate_hidden = hidden if detach is None else detach_where(detach[step], hidden)
-        cell, hidden = lstm_layers.lstm_gate_step(projected[:, step], cell, gate_hidden, recurrent_kernel,
-                                                  layer.forget_bias)
-        outputs.append(hidden)
-        if recurrent_mask is not None:
-            hidden = hidden * recurrent_mask
-    return tf.stack(outputs, axis=1), (cell, hidden)
 
 
 def unroll(unit, inputs, detach=None):

@@ -153,7 +153,7 @@ def test_keras_nesterov_sgd_is_bengio_simplified_nesterov():
 def _lstm_gradients(layer, inputs, detach):
     state = (tf.zeros([2, 3]), tf.zeros([2, 3]))
     with tf.GradientTape() as tape:
-        outputs, _ = unit_lib.hdetach_basic_lstm_call(layer, inputs, state, detach)
+        outputs, _ = layer(inputs, state, detach=detach)
         cost = tf.reduce_sum(outputs[:, -1] * tf.constant([1.0, -1.0, 2.0]))
     return outputs, tape.gradient(cost, [layer.kernel, layer.recurrent_kernel, layer.bias])
 
@@ -199,8 +199,7 @@ def test_h_detach_keeps_the_cell_path_gradient_into_the_first_input():
     layer.build((None, None, 2))
     inputs = tf.Variable(np.random.default_rng(1).normal(size=(2, 5, 2)).astype(np.float32))
     with tf.GradientTape() as tape:
-        outputs, _ = unit_lib.hdetach_basic_lstm_call(layer, inputs, (tf.zeros([2, 3]), tf.zeros([2, 3])),
-                                                      tf.ones([5], tf.bool))
+        outputs, _ = layer(inputs, (tf.zeros([2, 3]), tf.zeros([2, 3])), detach=tf.ones([5], tf.bool))
         cost = tf.reduce_sum(outputs[:, -1])
     assert np.abs(tape.gradient(cost, inputs).numpy()[:, 0]).sum() > 0
 

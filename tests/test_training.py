@@ -178,14 +178,16 @@ def _final_weights(tmp_path, name):
     return store.restore()[1]
 
 
-@pytest.mark.parametrize("stop_after", [7, 130])
-def test_interrupted_run_resumes_to_identical_numbers(tmp_path, tiny_corpus, stop_after):
-    """Stopping mid-epoch in phase 1 (7 windows) and in phase 2 (130 windows) then resuming gives bit-identical
-    perplexities and weights: seeds are derived from (phase, epoch, window) and the carried state,
-    masks, LR and history are checkpointed."""
+@pytest.mark.parametrize("stop_after, techniques", [
+    (7, {}), (130, {}), (9, dict(optimizer="nesterov", momentum=0.9, h_detach=0.3))])
+def test_interrupted_run_resumes_to_identical_numbers(tmp_path, tiny_corpus, stop_after, techniques):
+    """Stopping mid-epoch in phase 1 (7 windows) and in phase 2 (130 windows) then resuming gives
+    bit-identical perplexities and weights: seeds are derived from (phase, epoch, window) and the
+    carried state, masks, LR, history and optimizer slots (momentum) are checkpointed."""
     config = tiny_config(vocab_size=tiny_corpus.vocab_size, gradual=True, layer_epochs=1, max_epochs=1,
                          dropout_style="variational", keep_prob_embed=0.8,
-                         keep_output=configs.uniform_table(2, 0.7), keep_state=configs.uniform_table(2, 0.8))
+                         keep_output=configs.uniform_table(2, 0.7), keep_state=configs.uniform_table(2, 0.8),
+                         **techniques)
     assert data.epoch_size(len(tiny_corpus.train), 4, 5) == 115
     straight = _run(tmp_path, tiny_corpus, config, "straight")
     with pytest.raises(trainer.Interrupted):
@@ -248,3 +250,30 @@ def test_results_json_and_tensorboard_written(tmp_path, tiny_corpus):
     assert os.listdir(tmp_path / "run" / "tensorboard")
     # Faithful B=1, n=1 test scores every token, so it equals the exact evaluation.
     assert results["test_perplexity"] == pytest.approx(results["exact_test_perplexity"], rel=1e-9)
+
+
+def test_h_detach_changes_gradients_not_values():
+    config = tiny_config(h_detach=0.5, rnn_mode="basic")
+    model = lm.build_model(config)
+    inputs = tf.constant(np.arange(20).reshape(4, 5) % config.vocab_size, tf.int32)
+    seed = training.window_seed(config.seed, tf.constant([1, 0, 0]))
+    detach = training.detach_steps(config, seed, 2, 5)
+    assert detach is not None and 0 < int(tf.reduce_sum(tf.cast(tf.stack(detach), tf.int32))) < 10
+
+    def cost_and_gradient(detach_steps):
+        with tf.GradientTape() as tape:
+            logits, _ = model(inputs, model.initial_state(4), detach=detach_steps)
+            cost = training.sequence_cost(logits, inputs, 4)
+        return float(cost), tape.gradient(cost, model.lstm_layers[0].recurrent_kernel)
+
+    plain_cost, plain_gradient = cost_and_gradient(None)
+    detached_cost, detached_gradient = cost_and_gradient(detach)
+    assert detached_cost == plain_cost
+    assert not np.allclose(np.asarray(plain_gradient), np.asarray(detached_gradient))
+
+
+def test_nesterov_optimizer_from_config():
+    optimizer = training.make_optimizer(tiny_config(optimizer="nesterov", momentum=0.9))
+    assert optimizer.nesterov and optimizer.momentum == 0.9
+    with pytest.raises(configs.ConfigError, match="needs momentum > 0"):
+        tiny_config(optimizer="nesterov")
