@@ -267,8 +267,8 @@ class _Runner:
         every = max(1, int(epoch_size * self.options.progress_every_fraction))
         if (window + 1) % every == 0 or window + 1 == epoch_size:
             progress = self.progress
-            logging.info("phase %d epoch %d: %3.0f%% train perplexity %.3f speed %.0f wps", phase.index,
-                         progress.epoch + 1, 100.0 * (window + 1) / epoch_size,
+            logging.info("phase %d epoch %d: %3d%% train perplexity %.3f speed %.0f wps", phase.index,
+                         progress.epoch + 1, 100 * (window + 1) // epoch_size,
                          training.perplexity(progress.epoch_nll, progress.epoch_tokens),
                          progress.epoch_tokens / max(progress.epoch_seconds, 1e-9))
 
