@@ -7,6 +7,7 @@ Layout of a `--save_path`::
                                 per-epoch rows, config) and arrays.npz (model and optimizer
                                 variables, carried LSTM state, variational masks)
     checkpoints/latest          name of the newest complete checkpoint
+    checkpoints/best/           a copy of the checkpoint with the best validation so far
     tensorboard/, results.json
 
 A checkpoint is written into a temporary folder and renamed into place, then `latest` is replaced
@@ -28,6 +29,7 @@ from absl import logging
 from gradual_rnn.configs import Config
 
 KEEP_CHECKPOINTS = 3
+BEST = "best"  # folder of checkpoints/ pinned to the best-validation weights
 
 
 class CheckpointError(RuntimeError):
@@ -110,8 +112,9 @@ class CheckpointStore:
         return sorted(name for name in os.listdir(self.directory)
                       if name.startswith("ckpt-") and ".tmp" not in name)
 
-    def save(self, progress: Progress, arrays: Dict[str, np.ndarray]) -> str:
-        """Writes a new checkpoint atomically and returns its folder."""
+    def save(self, progress: Progress, arrays: Dict[str, np.ndarray], pin_best: bool = False) -> str:
+        """Writes a new checkpoint atomically and returns its folder. With `pin_best`, it is also
+        copied to `checkpoints/best`, which pruning never removes (the best-validation weights)."""
         names = self._names()
         number = int(names[-1].split("-")[1]) + 1 if names else 0
         name = f"ckpt-{number:06d}"
@@ -139,7 +142,19 @@ class CheckpointStore:
         os.replace(f"{latest}.tmp", latest)
         for old in self._names()[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(os.path.join(self.directory, old), ignore_errors=True)
+        if pin_best:
+            self._pin_best(os.path.join(self.directory, name))
         return os.path.join(self.directory, name)
+
+    def _pin_best(self, folder: str) -> None:
+        """Replaces `checkpoints/best` by a copy of `folder`; a crash leaves a complete old or new copy."""
+        best = os.path.join(self.directory, BEST)
+        temporary, retired = f"{best}.tmp-{os.getpid()}", f"{best}.old-{os.getpid()}"
+        shutil.copytree(folder, temporary)
+        if os.path.isdir(best):
+            os.rename(best, retired)
+        os.rename(temporary, best)
+        shutil.rmtree(retired, ignore_errors=True)
 
     def restore(self) -> Optional[Tuple[Progress, Dict[str, np.ndarray]]]:
         """The newest readable checkpoint, or None when the save path has none."""

@@ -301,7 +301,8 @@ class _Runner:
                    valid_perplexity=valid_perplexity,
                    words_per_second=progress.epoch_tokens / max(progress.epoch_seconds, 1e-9))
         best = training.BestValidation(**progress.best)
-        if best.improves(valid_perplexity):
+        improved = best.improves(valid_perplexity)
+        if improved:
             best.valid, best.phase, best.epoch = valid_perplexity, phase.index, progress.epoch + 1
             if config.test_rule == "at_best_valid":
                 best.test, best.exact_test = self._test()
@@ -310,7 +311,7 @@ class _Runner:
         progress.rows.append(row)
         self._log_epoch(row)
         progress.epoch, progress.window = progress.epoch + 1, 0
-        self._save(optimizer)
+        self._save(optimizer, pin_best=improved)
 
     def _log_epoch(self, row: Dict) -> None:
         test = f" test perplexity {row['test_perplexity']:.3f}" if "test_perplexity" in row else ""
@@ -344,14 +345,14 @@ class _Runner:
         return faithful, exact_perplexity
 
     # ----- checkpoints and results -----
-    def _save(self, optimizer, state=None, masks=None) -> None:
+    def _save(self, optimizer, state=None, masks=None, pin_best: bool = False) -> None:
         arrays = model_arrays(self.model, optimizer, state, masks)
         broken = [key for key, value in arrays.items() if not np.all(np.isfinite(value))]
         if broken:
             raise TrainingDiverged(f"{broken[0]} is not finite in phase {self.progress.phase}, epoch "
                                    f"{self.progress.epoch + 1}; the last good checkpoint in "
                                    f"{self.store.directory} is kept.")
-        self.store.save(self.progress, arrays)
+        self.store.save(self.progress, arrays, pin_best)
 
     def finish(self, arrays) -> None:
         progress, config = self.progress, self.config

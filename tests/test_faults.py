@@ -1,6 +1,7 @@
 """Faults: corrupted checkpoints, a full disk, two runs on one save path, determinism."""
 import dataclasses
 import errno
+import json
 import os
 
 import numpy as np
@@ -92,3 +93,16 @@ def test_deterministic_option_gives_bit_identical_weights(tmp_path, tiny_corpus)
         np.testing.assert_array_equal(a[key], b[key])
     other = _run(tmp_path, tiny_corpus, dataclasses.replace(config, seed=8), "other", deterministic=True)
     assert other["test_perplexity"] != first["test_perplexity"]
+
+
+def test_best_validation_checkpoint_is_pinned(tmp_path, tiny_corpus, monkeypatch):
+    """Validation 300, 200, 250, 260: checkpoints/best holds epoch 2's weights after pruning."""
+    values = iter([300.0, 200.0, 250.0, 260.0])
+    monkeypatch.setattr(trainer._Runner, "_perplexity", lambda self, *args, **kwargs: next(values))
+    monkeypatch.setattr(trainer._Runner, "_test", lambda self: (1.0, 1.0))
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=4, learning_rate_schedule="plateau")
+    _run(tmp_path, tiny_corpus, config, "run")
+    folder = tmp_path / "run" / "checkpoints" / checkpoints.BEST
+    progress = json.loads((folder / "progress.json").read_text())["progress"]
+    assert (progress["epoch"], progress["rows"][-1]["valid_perplexity"]) == (2, 200.0)
+    assert "ckpt-000002" not in os.listdir(tmp_path / "run" / "checkpoints")
