@@ -144,7 +144,7 @@ def _restore_state(arrays, depth):
 
 
 def _restore_masks(arrays, depth):
-    if arrays is None:
+    if arrays is None or not any(key.startswith("masks/") for key in arrays):
         return None
     return [tuple(tf.constant(arrays[key]) if key in arrays else None
                   for key in (f"masks/{i}/output", f"masks/{i}/state")) for i in range(depth)]
