@@ -21,7 +21,7 @@ import os
 import shutil
 import socket
 import zipfile
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from absl import logging
@@ -156,11 +156,14 @@ class CheckpointStore:
         os.rename(temporary, best)
         shutil.rmtree(retired, ignore_errors=True)
 
-    def restore(self) -> Optional[Tuple[Progress, Dict[str, np.ndarray]]]:
-        """The newest readable checkpoint, or None when the save path has none."""
+    def restore(self, accept: Callable[[Progress], bool] = lambda progress: True
+                ) -> Optional[Tuple[Progress, Dict[str, np.ndarray]]]:
+        """The newest readable checkpoint whose progress `accept`s, or None when there is none."""
         for name in reversed(self._names()):
             try:
-                return self._load(name)
+                restored = self._load(name)
+                if accept(restored[0]):
+                    return restored
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
                 logging.warning("Checkpoint %s cannot be read (%s); falling back to the one before.",
                                 name, error)

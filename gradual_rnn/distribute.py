@@ -98,3 +98,10 @@ def make_distributed_train_step(strategy: tf.distribute.Strategy, model, optimiz
         return total, state, strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None)
 
     return step
+
+
+def agree_on_minimum(strategy: tf.distribute.Strategy, value: int) -> int:
+    """The smallest `value` any replica (on any worker) passes in; a collective, so every worker
+    must call it. tf.distribute has no MIN reduction, so the values are gathered."""
+    per_replica = strategy.run(lambda: tf.constant([value], tf.int64))
+    return int(tf.reduce_min(strategy.gather(per_replica, axis=0)))

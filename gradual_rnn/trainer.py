@@ -64,7 +64,7 @@ def _train_locked(config: Config, options: RunOptions, corpus: data.Corpus, stor
                   strategy: tf.distribute.Strategy) -> Dict:
     if options.deterministic:
         tf.config.experimental.enable_op_determinism()
-    restored = store.restore()
+    restored = _agreed_checkpoint(store, strategy)
     progress, arrays = restored if restored else (Progress(), None)
     if progress.finished:
         logging.info("The run in %s has finished; its results are in results.json.", options.save_path)
@@ -77,6 +77,23 @@ def _train_locked(config: Config, options: RunOptions, corpus: data.Corpus, stor
             arrays = None
         runner.finish(arrays)
     return progress.final
+
+
+def _agreed_checkpoint(store: CheckpointStore, strategy: tf.distribute.Strategy):
+    """The newest checkpoint, or with several workers the newest one that every worker holds.
+
+    Workers write their checkpoints independently, so one killed while writing may be an epoch
+    behind the others; all resume from the fewest completed epochs so their collectives match.
+    """
+    restored = store.restore()
+    if strategy.num_replicas_in_sync == 1:
+        return restored
+    epochs_done = len(restored[0].rows) if restored else -1
+    agreed = distribute.agree_on_minimum(strategy, epochs_done)
+    if agreed == epochs_done:
+        return restored
+    logging.warning("Another worker has completed only %d epochs; resuming from that point.", max(agreed, 0))
+    return store.restore(lambda progress: len(progress.rows) == agreed) if agreed >= 0 else None
 
 
 def _check_corpus(config: Config, corpus: data.Corpus) -> None:

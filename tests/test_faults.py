@@ -106,3 +106,12 @@ def test_best_validation_checkpoint_is_pinned(tmp_path, tiny_corpus, monkeypatch
     progress = json.loads((folder / "progress.json").read_text())["progress"]
     assert (progress["epoch"], progress["rows"][-1]["valid_perplexity"]) == (2, 200.0)
     assert "ckpt-000002" not in os.listdir(tmp_path / "run" / "checkpoints")
+
+
+def test_restore_accepts_only_matching_checkpoints(tmp_path):
+    store = _store(tmp_path, tiny_config())
+    for epochs in range(3):
+        store.save(checkpoints.Progress(rows=[{}] * epochs), _arrays(float(epochs)))
+    progress, arrays = store.restore(lambda progress: len(progress.rows) == 1)
+    assert len(progress.rows) == 1 and arrays["model/w"][0, 0] == 1.0
+    assert store.restore(lambda progress: len(progress.rows) == 7) is None
