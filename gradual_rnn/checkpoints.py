@@ -71,6 +71,19 @@ def write_json_atomically(path: str, payload) -> None:
     os.replace(temporary, path)
 
 
+# What reading a damaged checkpoint folder can raise.
+READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def read_folder(folder: str) -> Tuple[Dict, Dict[str, np.ndarray]]:
+    """The progress record (a dict) and the arrays of one checkpoint folder; READ_ERRORS if damaged."""
+    with open(os.path.join(folder, "progress.json"), encoding="utf-8") as handle:
+        progress = json.load(handle)["progress"]
+    with np.load(os.path.join(folder, "arrays.npz")) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    return progress, arrays
+
+
 class CheckpointStore:
     """Reads and writes the checkpoints of one save path for one config."""
 
@@ -164,17 +177,15 @@ class CheckpointStore:
                 restored = self._load(name)
                 if accept(restored[0]):
                     return restored
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            except READ_ERRORS as error:
                 logging.warning("Checkpoint %s cannot be read (%s); falling back to the one before.",
                                 name, error)
         return None
 
     def _load(self, name: str) -> Tuple[Progress, Dict[str, np.ndarray]]:
         folder = os.path.join(self.directory, name)
-        with open(os.path.join(folder, "progress.json"), encoding="utf-8") as handle:
-            progress = Progress(**json.load(handle)["progress"])
-        with np.load(os.path.join(folder, "arrays.npz")) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        saved, arrays = read_folder(folder)
+        progress = Progress(**saved)
         logging.info("Restored %s: phase %d, epoch %d, window %d.", folder, progress.phase,
                      progress.epoch + 1, progress.window)
         return progress, arrays

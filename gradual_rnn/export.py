@@ -46,7 +46,6 @@ import json
 import os
 import shutil
 import sys
-import zipfile
 from typing import Dict, List, Optional, Tuple
 
 import keras
@@ -112,11 +111,8 @@ def read_checkpoint(save_path: str, name: str) -> Checkpoint:
         raise ExportError(f"Checkpoint {name} not found in {save_path}/checkpoints; it holds "
                           f"{checkpoint_names(save_path) or 'none'}.")
     try:
-        with open(os.path.join(folder, "progress.json"), encoding="utf-8") as handle:
-            progress = json.load(handle)["progress"]
-        with np.load(os.path.join(folder, "arrays.npz")) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        progress, arrays = checkpoints.read_folder(folder)
+    except checkpoints.READ_ERRORS as error:
         raise ExportError(f"Checkpoint {folder} cannot be read ({type(error).__name__}: {error}).") from None
     return Checkpoint(name, progress, arrays)
 
