@@ -80,12 +80,9 @@ def make_distributed_train_step(strategy: tf.distribute.Strategy, model, optimiz
         context = tf.distribute.get_replica_context()
         seed = tf.random.experimental.stateless_fold_in(training.window_seed(config.seed, key),
                                                         context.replica_id_in_sync_group)
-        detach = training.detach_steps(config, seed, depth, inputs.shape[1])
-        with tf.GradientTape() as tape:
-            logits, new_state = model(inputs, state, depth=depth, dropout=dropout, seed=seed, masks=masks,
-                                      detach=detach)
-            cost = training.sequence_cost(logits, targets, global_batch)
-        gradients = [tf.convert_to_tensor(g) for g in tape.gradient(cost, variables)]
+        cost, new_state, gradients = training.window_gradients(
+            model, variables, config, dropout, depth, seed, (inputs, targets, state, masks), global_batch)
+        gradients = [tf.convert_to_tensor(g) for g in gradients]
         gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
         clipped, gradient_norm = tf.clip_by_global_norm(gradients, config.max_grad_norm)
         optimizer.apply_gradients(zip([g / replicas for g in clipped], variables))

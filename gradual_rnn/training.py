@@ -35,6 +35,20 @@ def sequence_cost(logits, targets, batch_size):
     return tf.reduce_sum(losses) / tf.cast(batch_size, losses.dtype)
 
 
+def window_gradients(model, variables, config: Config, dropout, depth: int, seed, window, batch_size):
+    """Cost (SPEC §2, divided by `batch_size`), new state and gradients of one window.
+
+    window: (inputs, targets, state, masks). Shared by the one-device and the distributed steps.
+    """
+    inputs, targets, state, masks = window
+    detach = detach_steps(config, seed, depth, inputs.shape[1])
+    with tf.GradientTape() as tape:
+        logits, new_state = model(inputs, state, depth=depth, dropout=dropout, seed=seed, masks=masks,
+                                  detach=detach)
+        cost = sequence_cost(logits, targets, batch_size)
+    return cost, new_state, tape.gradient(cost, variables)
+
+
 def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer, config: Config,
                     plan: DropoutPlan, depth: int, jit_compile: bool = False):
     """A compiled `step(inputs, targets, state, key, masks) -> (cost, new_state, gradient_norm)`.
@@ -50,12 +64,8 @@ def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer,
 
     def step(inputs, targets, state, key, masks):
         seed = window_seed(config.seed, key)
-        detach = detach_steps(config, seed, depth, inputs.shape[1])
-        with tf.GradientTape() as tape:
-            logits, new_state = model(inputs, state, depth=depth, dropout=dropout, seed=seed, masks=masks,
-                                      detach=detach)
-            cost = sequence_cost(logits, targets, tf.shape(inputs)[0])
-        gradients = tape.gradient(cost, variables)
+        cost, new_state, gradients = window_gradients(model, variables, config, dropout, depth, seed,
+                                                      (inputs, targets, state, masks), tf.shape(inputs)[0])
         clipped, gradient_norm = tf.clip_by_global_norm(gradients, config.max_grad_norm)
         optimizer.apply_gradients(zip(clipped, variables))
         return cost, new_state, gradient_norm
