@@ -41,6 +41,7 @@ def lstm_gate_step(projected_input, cell, hidden, recurrent_kernel, forget_bias)
     """One BasicLSTMCell step on a precomputed input projection `x W + b`, `[batch, 4 units]`.
 
     Returns the new `(cell, hidden)`, each `[batch, units]`. Gates in Keras order (i, f, c, o).
+    The plain, autodiff-able form of one step; `lstm_recurrence` is the fast window form.
     """
     gates = projected_input + tf.matmul(hidden, recurrent_kernel)
     input_gate, forget_gate, candidate, output_gate = tf.split(gates, 4, axis=-1)
@@ -55,6 +56,94 @@ def detach_where(detach, tensor):
     if detach is None:
         return tensor
     return tf.where(detach, tf.stop_gradient(tensor), tensor)
+
+
+def _gate_activations(gates, forget_bias):
+    """sigmoid(i), sigmoid(f + forget_bias), tanh(c), sigmoid(o) of pre-activations `[batch, 4 units]`."""
+    input_gate, forget_gate, candidate, output_gate = tf.split(gates, 4, axis=-1)
+    if forget_bias:
+        forget_gate = forget_gate + forget_bias
+    return tf.sigmoid(input_gate), tf.sigmoid(forget_gate), tf.tanh(candidate), tf.sigmoid(output_gate)
+
+
+def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=None, detach=None,
+                    forget_bias: float = 0.0):
+    """The recurrent part of a BasicLSTM window with a hand-written backward pass.
+
+    projected: `<float>[batch, time, 4 units]`, the input projection `x W + b` of every step (static
+    time). cell, hidden: the incoming state. recurrent_mask: `<float>[batch, units]` or None, applied
+    to the h fed back (see `BasicLSTM`). detach: `<bool>[time]` or None, h-detach coins.
+    Returns (outputs `<float>[batch, time, units]`, (cell, hidden)), the same values as stepping
+    `lstm_gate_step`, with the same gradients.
+
+    Why by hand: autodiff of the unrolled steps computes the recurrent weight gradient as one small
+    `[units, batch] x [batch, 4 units]` product per step and keeps every one of them alive until
+    their sum. Here the backward pass only walks the steps for the gate gradients (elementwise work
+    and `dgates R^T`), and the recurrent weight gradient is one large product over all steps,
+    `[units, time*batch] x [time*batch, 4 units]`.
+    """
+    num_steps = projected.shape[1]
+    if num_steps is None:
+        raise ValueError("BasicLSTM's basic path needs a static number of time steps.")
+    has_mask = recurrent_mask is not None
+    has_detach = detach is not None
+    mask = recurrent_mask if has_mask else tf.zeros([0], projected.dtype)
+    coins = detach if has_detach else tf.zeros([0], tf.bool)
+    return _recurrence(projected, cell, hidden, recurrent_kernel, mask, coins, has_mask, has_detach,
+                       float(forget_bias), num_steps)
+
+
+def _recurrence(projected, cell, hidden, recurrent_kernel, mask, coins, has_mask, has_detach,
+                forget_bias, num_steps):
+
+    @tf.custom_gradient
+    def run(projected, cell, hidden, recurrent_kernel, mask):
+        projected_steps = tf.unstack(projected, num=num_steps, axis=1)
+        fed_hidden, activations, cells, outputs = [], [], [], []
+        for step in range(num_steps):
+            fed_hidden.append(hidden)
+            gates = projected_steps[step] + tf.matmul(hidden, recurrent_kernel)
+            input_gate, forget_gate, candidate, output_gate = _gate_activations(gates, forget_bias)
+            previous_cell = cell
+            cell = previous_cell * forget_gate + input_gate * candidate
+            squashed = tf.tanh(cell)
+            hidden = squashed * output_gate
+            activations.append((input_gate, forget_gate, candidate, output_gate, previous_cell, squashed))
+            outputs.append(hidden)
+            if has_mask:
+                hidden = hidden * mask
+        final_cell, final_hidden = cell, hidden
+
+        def backward(d_outputs, d_cell, d_hidden):
+            d_output_steps = tf.unstack(d_outputs, num=num_steps, axis=1)
+            d_gates = [None] * num_steps
+            d_fed = d_hidden
+            for step in reversed(range(num_steps)):
+                input_gate, forget_gate, candidate, output_gate, previous_cell, squashed = activations[step]
+                d_h = d_output_steps[step] + (d_fed * mask if has_mask else d_fed)
+                d_cell = d_cell + d_h * output_gate * (1.0 - tf.square(squashed))
+                d_gates[step] = tf.concat([
+                    d_cell * candidate * input_gate * (1.0 - input_gate),
+                    d_cell * previous_cell * forget_gate * (1.0 - forget_gate),
+                    d_cell * input_gate * (1.0 - tf.square(candidate)),
+                    d_h * squashed * output_gate * (1.0 - output_gate)], axis=-1)
+                d_cell = d_cell * forget_gate
+                d_fed = tf.matmul(d_gates[step], recurrent_kernel, transpose_b=True)
+                if has_detach:
+                    d_fed = tf.where(coins[step], tf.zeros_like(d_fed), d_fed)
+            d_projected = tf.stack(d_gates, axis=1)
+            d_recurrent = tf.einsum("bth,btg->hg", tf.stack(fed_hidden, axis=1), d_projected)
+            return d_projected, d_cell, d_fed, d_recurrent, tf.zeros_like(mask)
+
+        return (tf.stack(outputs, axis=1), final_cell, final_hidden), backward
+
+    outputs, cell, hidden = run(projected, cell, hidden, recurrent_kernel, mask)
+    return outputs, (cell, hidden)
+
+
+def gpu_available() -> bool:
+    """Whether TensorFlow sees a GPU (where `rnn_mode='auto'` picks the cuDNN-eligible path)."""
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def uniform_initializer(init_scale: float, seed: Optional[int]):
@@ -80,7 +169,7 @@ class BasicLSTM(keras.layers.Layer):
       * `cudnn`: `keras.layers.LSTM` with tanh / sigmoid, bias, no recurrent dropout, not unrolled:
         the arguments for which Keras runs its fused cuDNN kernel on a GPU (its generic loop on
         a CPU). Only with forget_bias 0 and no recurrent mask.
-    `rnn_mode='auto'` takes `cudnn` whenever the call allows it and `basic` otherwise.
+    `rnn_mode='auto'` takes `cudnn` when the call allows it and a GPU is visible, `basic` otherwise.
     """
 
     def __init__(self, units: int, init_scale: float = 0.1, forget_bias: float = 0.0,
@@ -119,8 +208,10 @@ class BasicLSTM(keras.layers.Layer):
     def bias(self):
         return self.lstm.cell.bias
 
-    def uses_cudnn_path(self, recurrent_mask=None) -> bool:
-        """Whether a call with this recurrent mask runs on keras.layers.LSTM (cuDNN-eligible)."""
+    def cudnn_eligible(self, recurrent_mask=None) -> bool:
+        """Whether a call with this recurrent mask may run on keras.layers.LSTM's fused cuDNN kernel
+        (on a GPU): not forced to `basic`, no state mask, no forget bias (the arguments are fixed
+        at construction). Raises for `rnn_mode='cudnn'` with a state mask."""
         if self.rnn_mode == "basic":
             return False
         if recurrent_mask is not None:
@@ -129,6 +220,15 @@ class BasicLSTM(keras.layers.Layer):
                                  "use rnn_mode='auto' or 'basic', or keep_state=1.0.")
             return False
         return not self.forget_bias
+
+    def uses_cudnn_path(self, recurrent_mask=None) -> bool:
+        """Whether a call with this recurrent mask runs on keras.layers.LSTM.
+
+        `cudnn` always does. `auto` does when the call is cuDNN-eligible and a GPU is visible: on a
+        CPU, Keras runs its generic loop, which is slower than the basic path (BUILD.md)."""
+        if not self.cudnn_eligible(recurrent_mask):
+            return False
+        return self.rnn_mode == "cudnn" or gpu_available()
 
     def call(self, inputs, state, recurrent_mask=None, detach=None, training=False):
         """detach: None, or `<bool>[time]` for h-detach (Kanuparthi et al. 2019): where true, the
@@ -141,22 +241,13 @@ class BasicLSTM(keras.layers.Layer):
         return self._basic_call(inputs, state, recurrent_mask, detach)
 
     def _basic_call(self, inputs, state, recurrent_mask, detach=None):
-        num_steps = inputs.shape[1]
-        if num_steps is None:
+        if inputs.shape[1] is None:
             raise ValueError("BasicLSTM's basic path needs a static number of time steps.")
         kernel = tf.convert_to_tensor(self.kernel)
-        recurrent_kernel = tf.convert_to_tensor(self.recurrent_kernel)
         projected = tf.einsum("bti,ig->btg", inputs, kernel) + tf.convert_to_tensor(self.bias)
         cell, hidden = state
-        outputs = []
-        for step in range(num_steps):
-            gate_hidden = hidden if detach is None else detach_where(detach[step], hidden)
-            cell, hidden = lstm_gate_step(projected[:, step], cell, gate_hidden, recurrent_kernel,
-                                          self.forget_bias)
-            outputs.append(hidden)
-            if recurrent_mask is not None:
-                hidden = hidden * recurrent_mask
-        return tf.stack(outputs, axis=1), (cell, hidden)
+        return lstm_recurrence(projected, cell, hidden, tf.convert_to_tensor(self.recurrent_kernel),
+                               recurrent_mask, detach, self.forget_bias)
 
     def get_config(self):
         config = super().get_config()
@@ -194,6 +285,40 @@ def stateless_dropout(inputs, keep: float, seed):
     return tf.nn.experimental.stateless_dropout(inputs, rate=1.0 - keep, seed=seed)
 
 
+def summed_softmax_cost(outputs, kernel, bias, targets, transposed: bool):
+    """`sum(cross-entropy)` of the logits `outputs kernel + bias` (kernel `[units, vocab]`, or
+    `[vocab, units]` with `transposed`) against `targets`, with the softmax and its gradient fused.
+
+    outputs: `<float>[batch, time, units]`; targets: `<int>[batch, time]`. The same value and
+    gradients as autodiff of `sparse_softmax_cross_entropy_with_logits`, but the backward pass
+    reuses the `[tokens, vocab]` softmax-minus-one-hot that the forward kernel already produced and
+    scales the small products by the incoming scalar instead of the large buffer: one vocabulary-
+    sized buffer and one pass over it fewer per window.
+    """
+    units = outputs.shape[-1]
+    flat_targets = tf.reshape(targets, [-1])
+
+    @tf.custom_gradient
+    def fused(outputs, kernel, bias):
+        flat = tf.reshape(outputs, [-1, units])
+        logits = tf.nn.bias_add(tf.matmul(flat, kernel, transpose_b=transposed), bias)
+        losses, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+            features=logits, labels=flat_targets)
+
+        def backward(upstream):
+            d_outputs = tf.matmul(backprop, kernel, transpose_b=not transposed) * upstream
+            if transposed:
+                d_kernel = tf.matmul(backprop, flat, transpose_a=True) * upstream
+            else:
+                d_kernel = tf.matmul(flat, backprop, transpose_a=True) * upstream
+            d_bias = tf.reduce_sum(backprop, axis=0) * upstream
+            return tf.reshape(d_outputs, tf.shape(outputs)), d_kernel, d_bias
+
+        return tf.reduce_sum(losses), backward
+
+    return fused(outputs, kernel, bias)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class TiedSoftmaxHead(keras.layers.Layer):
     """Logits from the transposed embedding and one shared output bias (Press & Wolf weight tying).
@@ -213,6 +338,11 @@ class TiedSoftmaxHead(keras.layers.Layer):
     def call(self, outputs, embedding):
         logits = tf.einsum("btu,vu->btv", outputs, tf.convert_to_tensor(embedding))
         return logits + tf.convert_to_tensor(self.output_bias)
+
+    def summed_cost(self, outputs, embedding, targets):
+        """`sum(cross-entropy)` of `call(outputs, embedding)` against `targets` (fused softmax)."""
+        return summed_softmax_cost(outputs, tf.convert_to_tensor(embedding),
+                                   tf.convert_to_tensor(self.output_bias), targets, transposed=True)
 
     def get_config(self):
         config = super().get_config()
@@ -243,6 +373,11 @@ class SoftmaxHead(keras.layers.Layer):
     def call(self, outputs):
         logits = tf.einsum("btu,uv->btv", outputs, tf.convert_to_tensor(self.softmax_w))
         return logits + tf.convert_to_tensor(self.softmax_b)
+
+    def summed_cost(self, outputs, targets):
+        """`sum(cross-entropy)` of `call(outputs)` against `targets` (fused softmax)."""
+        return summed_softmax_cost(outputs, tf.convert_to_tensor(self.softmax_w),
+                                   tf.convert_to_tensor(self.softmax_b), targets, transposed=False)
 
     def get_config(self):
         config = super().get_config()

@@ -126,6 +126,22 @@ class LanguageModel(keras.Model):
 
     def call(self, ids, state, depth=None, dropout: Optional[DropoutPlan] = None, seed=None,
              masks=None, detach=None):
+        outputs, new_state = self.top_outputs(ids, state, depth, dropout, seed, masks, detach)
+        return self._logits(outputs), new_state
+
+    def summed_cost(self, ids, targets, state, depth=None, dropout: Optional[DropoutPlan] = None,
+                    seed=None, masks=None, detach=None):
+        """(`sum(cross-entropy)` of head `depth` against targets `<int>[batch, time]`, new state),
+        with the softmax and its gradient fused (`layers.summed_softmax_cost`): what training
+        differentiates. Same arguments as `call`."""
+        outputs, new_state = self.top_outputs(ids, state, depth, dropout, seed, masks, detach)
+        if self.tied_weights:
+            return self.head.summed_cost(outputs, self.embedding.embeddings, targets), new_state
+        return self.head.summed_cost(outputs, targets), new_state
+
+    def top_outputs(self, ids, state, depth=None, dropout: Optional[DropoutPlan] = None, seed=None,
+                    masks=None, detach=None):
+        """(outputs of layer `depth` after its dropout, `<float>[batch, time, hidden]`, new state)."""
         depth = self.num_layers if depth is None else depth
         if not 1 <= depth <= self.num_layers:
             raise ValueError(f"depth={depth} is outside 1..{self.num_layers}.")
@@ -140,7 +156,7 @@ class LanguageModel(keras.Model):
                                                            detach=layer_detach)
             outputs = self._drop_output(outputs, index, dropout, seed, output_mask)
             new_state.append(layer_state)
-        return self._logits(outputs), tuple(new_state)
+        return outputs, tuple(new_state)
 
     def _drop_output(self, outputs, index, dropout, seed, output_mask):
         if dropout is None:
@@ -226,6 +242,7 @@ def parameter_count(model: LanguageModel) -> int:
 
 
 def cudnn_eligible(model: LanguageModel, masks: Optional[Sequence] = None):
-    """For each layer, whether a call with these masks takes the cuDNN-eligible path."""
-    return [layer.uses_cudnn_path(None if masks is None else masks[index][1])
+    """For each layer, whether a call with these masks is cuDNN-eligible: on a GPU, `rnn_mode='auto'`
+    runs it on keras.layers.LSTM's fused kernel."""
+    return [layer.cudnn_eligible(None if masks is None else masks[index][1])
             for index, layer in enumerate(model.lstm_layers)]

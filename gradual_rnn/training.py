@@ -43,9 +43,9 @@ def window_gradients(model, variables, config: Config, dropout, depth: int, seed
     inputs, targets, state, masks = window
     detach = detach_steps(config, seed, depth, inputs.shape[1])
     with tf.GradientTape() as tape:
-        logits, new_state = model(inputs, state, depth=depth, dropout=dropout, seed=seed, masks=masks,
-                                  detach=detach)
-        cost = sequence_cost(logits, targets, batch_size)
+        summed, new_state = model.summed_cost(inputs, targets, state, depth=depth, dropout=dropout,
+                                              seed=seed, masks=masks, detach=detach)
+        cost = summed / tf.cast(batch_size, summed.dtype)
     return cost, new_state, tape.gradient(cost, variables)
 
 

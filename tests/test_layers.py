@@ -179,7 +179,7 @@ def test_basic_path_needs_static_time():
 @pytest.mark.parametrize("rnn_mode", ["auto", "cudnn"])
 def test_cudnn_eligible_arguments(rnn_mode):
     layer = _new_lstm(rnn_mode)
-    assert layer.uses_cudnn_path() and layer.uses_cudnn_path(None)
+    assert layer.cudnn_eligible() and layer.cudnn_eligible(None)
     lstm = layer.lstm
     assert isinstance(lstm, keras.layers.LSTM)
     assert lstm.cell.activation is keras.activations.tanh
@@ -195,35 +195,53 @@ def test_cudnn_eligible_arguments(rnn_mode):
                                             unroll=lstm.unroll, use_bias=lstm.cell.use_bias)
 
 
-def test_auto_without_mask_runs_on_keras_lstm(monkeypatch):
-    layer = _new_lstm("auto")
-
+def _refuse(what):
     def refuse(*args, **kwargs):
-        raise AssertionError("the basic path ran")
+        raise AssertionError(f"{what} ran")
+    return refuse
 
-    monkeypatch.setattr(layers.BasicLSTM, "_basic_call", refuse)
+
+def test_auto_on_a_gpu_runs_on_keras_lstm(monkeypatch):
+    monkeypatch.setattr(layers, "gpu_available", lambda: True)
+    layer = _new_lstm("auto")
+    assert layer.uses_cudnn_path()
+    monkeypatch.setattr(layers.BasicLSTM, "_basic_call", _refuse("the basic path"))
     inputs, cell, hidden = _window()
     assert layer(inputs, (cell, hidden))[0].shape == (BATCH, TIME, UNITS)
     with pytest.raises(AssertionError, match="the basic path ran"):
         layer(inputs, (cell, hidden), recurrent_mask=np.ones((BATCH, UNITS), np.float32))
 
 
-def test_auto_with_state_mask_takes_the_basic_path(monkeypatch):
+def test_auto_on_a_cpu_takes_the_basic_path(monkeypatch):
+    """On a CPU Keras's LSTM runs a generic loop slower than the basic path, so auto skips it."""
+    monkeypatch.setattr(layers, "gpu_available", lambda: False)
+    layer = _new_lstm("auto")
+    assert layer.cudnn_eligible() and not layer.uses_cudnn_path()
+    assert _new_lstm("cudnn").uses_cudnn_path()
+    monkeypatch.setattr(keras.layers.LSTM, "call", _refuse("keras.layers.LSTM"))
+    inputs, cell, hidden = _window()
+    assert layer(inputs, (cell, hidden))[0].shape == (BATCH, TIME, UNITS)
+
+
+def test_gpu_available_matches_tensorflow():
+    assert layers.gpu_available() == bool(tf.config.list_physical_devices("GPU"))
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_auto_with_state_mask_takes_the_basic_path(monkeypatch, gpu):
+    monkeypatch.setattr(layers, "gpu_available", lambda: gpu)
     layer = _new_lstm("auto")
     mask = np.ones((BATCH, UNITS), np.float32)
-    assert not layer.uses_cudnn_path(mask)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("keras.layers.LSTM ran")
-
-    monkeypatch.setattr(keras.layers.LSTM, "call", refuse)
+    assert not layer.uses_cudnn_path(mask) and not layer.cudnn_eligible(mask)
+    monkeypatch.setattr(keras.layers.LSTM, "call", _refuse("keras.layers.LSTM"))
     inputs, cell, hidden = _window()
     assert layer(inputs, (cell, hidden), recurrent_mask=mask)[0].shape == (BATCH, TIME, UNITS)
 
 
-def test_basic_mode_and_forget_bias_never_take_the_cudnn_path():
-    assert not _new_lstm("basic").uses_cudnn_path()
-    assert not _new_lstm("auto", forget_bias=1.0).uses_cudnn_path()
+def test_basic_mode_and_forget_bias_never_take_the_cudnn_path(monkeypatch):
+    monkeypatch.setattr(layers, "gpu_available", lambda: True)
+    for layer in (_new_lstm("basic"), _new_lstm("auto", forget_bias=1.0)):
+        assert not layer.uses_cudnn_path() and not layer.cudnn_eligible()
 
 
 def test_cudnn_with_state_mask_raises():
@@ -244,6 +262,129 @@ def test_cudnn_with_forget_bias_raises():
 def test_unknown_rnn_mode_raises():
     with pytest.raises(ValueError, match="rnn_mode='fused'"):
         layers.BasicLSTM(UNITS, rnn_mode="fused")
+
+
+# --- The hand-written backward passes, against autodiff and NumPy finite differences. ---
+
+def _plain_recurrence(projected, cell, hidden, recurrent_kernel, mask, detach, forget_bias):
+    """The window stepped with `lstm_gate_step`, differentiated by TensorFlow's autodiff."""
+    outputs = []
+    for step in range(projected.shape[1]):
+        fed = hidden if detach is None else layers.detach_where(detach[step], hidden)
+        cell, hidden = layers.lstm_gate_step(projected[:, step], cell, fed, recurrent_kernel, forget_bias)
+        outputs.append(hidden)
+        if mask is not None:
+            hidden = hidden * mask
+    return tf.stack(outputs, axis=1), (cell, hidden)
+
+
+def _recurrence_case(dtype=np.float32):
+    rng = np.random.RandomState(11)
+    projected = rng.uniform(-1, 1, (BATCH, TIME, 4 * UNITS)).astype(dtype)
+    cell, hidden = (rng.uniform(-1, 1, (BATCH, UNITS)).astype(dtype) for _ in range(2))
+    recurrent_kernel = rng.uniform(-0.5, 0.5, (UNITS, 4 * UNITS)).astype(dtype)
+    mask = ((rng.uniform(size=(BATCH, UNITS)) < 0.5) / 0.5).astype(dtype)
+    weights = [rng.uniform(-1, 1, shape).astype(dtype)
+               for shape in ((BATCH, TIME, UNITS), (BATCH, UNITS), (BATCH, UNITS))]
+    return (projected, cell, hidden, recurrent_kernel), mask, weights
+
+
+def _recurrence_loss(function, arguments, mask, detach, forget_bias, weights):
+    outputs, (cell, hidden) = function(*arguments, mask, detach, forget_bias)
+    return sum(tf.reduce_sum(value * weight) for value, weight in zip((outputs, cell, hidden), weights))
+
+
+@pytest.mark.parametrize("mode", EXECUTION_MODES)
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("detached", [False, True])
+@pytest.mark.parametrize("forget_bias", [0.0, 1.0])
+def test_recurrence_gradients_match_autodiff(mode, masked, detached, forget_bias):
+    arguments, mask, weights = _recurrence_case()
+    mask = mask if masked else None
+    detach = tf.constant([False, True, False, True, True]) if detached else None
+
+    def gradients(function):
+        def run(*tensors):
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                loss = _recurrence_loss(function, tensors, mask, detach, forget_bias, weights)
+            return [loss] + tape.gradient(loss, list(tensors))
+        if mode != "eager":
+            run = tf.function(run, jit_compile=mode == "xla")
+        return run(*[tf.constant(value) for value in arguments])
+
+    fast = gradients(layers.lstm_recurrence)
+    plain = gradients(_plain_recurrence)
+    for mine, wanted in zip(fast, plain, strict=True):
+        np.testing.assert_allclose(mine.numpy(), wanted.numpy(), rtol=0, atol=2e-5)
+    assert float(tf.reduce_max(tf.abs(fast[3]))) > 0.1  # the h0 gradient is real, not zeros
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_recurrence_gradient_matches_numpy_finite_differences(masked):
+    """Directional derivatives in float64 against central differences of the NumPy TF1 cell."""
+    arguments, mask, weights = _recurrence_case(np.float64)
+    mask = mask if masked else None
+    tensors = [tf.constant(value) for value in arguments]
+    with tf.GradientTape() as tape:
+        tape.watch(tensors)
+        loss = _recurrence_loss(layers.lstm_recurrence, tensors, mask, None, 1.0, weights)
+    gradients = [gradient.numpy() for gradient in tape.gradient(loss, tensors)]
+
+    def numpy_loss(projected, cell, hidden, recurrent_kernel):
+        total_outputs, total_cell, total_hidden = [], cell, hidden
+        # The projection is precomputed: the cell sees zero inputs and the step's projection as bias.
+        kernel = np.concatenate([np.zeros((INPUT, 4 * UNITS)), recurrent_kernel], axis=0)
+        for step in range(TIME):
+            bias = projected[:, step]
+            out, total_cell, total_hidden = numpy_basic_lstm(
+                np.zeros((BATCH, 1, INPUT)), total_cell, total_hidden, layers.keras_to_tf1_gates(kernel),
+                layers.keras_to_tf1_gates(bias), 1.0, mask)
+            total_outputs.append(out[:, 0])
+        values = (np.stack(total_outputs, axis=1), total_cell, total_hidden)
+        return sum(np.sum(value * weight) for value, weight in zip(values, weights))
+
+    rng = np.random.RandomState(5)
+    for _ in range(3):
+        directions = [rng.normal(size=value.shape) for value in arguments]
+        epsilon = 1e-6
+        plus = numpy_loss(*[value + epsilon * d for value, d in zip(arguments, directions)])
+        minus = numpy_loss(*[value - epsilon * d for value, d in zip(arguments, directions)])
+        numeric = (plus - minus) / (2 * epsilon)
+        analytic = sum(np.sum(g * d) for g, d in zip(gradients, directions))
+        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("mode", EXECUTION_MODES)
+def test_fused_softmax_cost_matches_autodiff(transposed, mode):
+    rng = np.random.RandomState(3)
+    vocab = 12
+    outputs = tf.constant(rng.uniform(-1, 1, (BATCH, TIME, UNITS)).astype(np.float32))
+    kernel_shape = (vocab, UNITS) if transposed else (UNITS, vocab)
+    kernel = tf.constant(rng.uniform(-1, 1, kernel_shape).astype(np.float32))
+    bias = tf.constant(rng.uniform(-1, 1, (vocab,)).astype(np.float32))
+    targets = tf.constant(rng.randint(0, vocab, (BATCH, TIME)).astype(np.int32))
+
+    def plain(outputs, kernel, bias):
+        logits = tf.einsum("btu,vu->btv" if transposed else "btu,uv->btv", outputs, kernel) + bias
+        return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits))
+
+    def fused(outputs, kernel, bias):
+        return layers.summed_softmax_cost(outputs, kernel, bias, targets, transposed)
+
+    def gradients(function):
+        def run(*tensors):
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                cost = 3.0 * function(*tensors)  # a non-unit upstream gradient
+            return [cost] + tape.gradient(cost, list(tensors))
+        if mode != "eager":
+            run = tf.function(run, jit_compile=mode == "xla")
+        return run(outputs, kernel, bias)
+
+    for mine, wanted in zip(gradients(fused), gradients(plain), strict=True):
+        np.testing.assert_allclose(mine.numpy(), wanted.numpy(), rtol=1e-6, atol=1e-5)
 
 
 # --- Variational masks. ---
