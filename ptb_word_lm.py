@@ -29,7 +29,11 @@ flags.DEFINE_integer("seed", None, "Seed of initialisation and dropout (default:
 flags.DEFINE_integer("max_epochs", None, "Epochs of the last phase (the whole run without --gradual).")
 flags.DEFINE_integer("layer_epochs", None, "Epochs of every earlier gradual phase.")
 flags.DEFINE_boolean("jit", False, "Compile the train and eval steps with XLA.")
-flags.DEFINE_boolean("use_fp16", False, "Mixed precision (not available yet).")
+flags.DEFINE_boolean("use_fp16", False, "Mixed precision with float16 products and dynamic loss "
+                     "scaling (for GPUs; slow on CPUs without float16 units). Same as "
+                     "--set=precision=mixed_float16.")
+flags.DEFINE_boolean("use_bf16", False, "Mixed precision with bfloat16 products (fast on CPUs with "
+                     "AVX512_BF16 or AMX, and on recent GPUs). Same as --set=precision=mixed_bfloat16.")
 flags.DEFINE_integer("num_gpus", 0, "Train on this many GPUs of this host with MirroredStrategy "
                      "(> 1). Several hosts: set TF_CONFIG on each (MultiWorkerMirroredStrategy).")
 flags.DEFINE_multi_string("set", [], "Override a config field: --set=name=value (repeatable). "
@@ -57,6 +61,14 @@ def build_config() -> configs.Config:
         value = getattr(FLAGS, name)
         if value is not None:
             assignments[name] = str(value)
+    if FLAGS.use_fp16 and FLAGS.use_bf16:
+        raise configs.ConfigError("--use_fp16 and --use_bf16 exclude each other; pick one precision.")
+    for flag, precision in (("use_fp16", "mixed_float16"), ("use_bf16", "mixed_bfloat16")):
+        if getattr(FLAGS, flag):
+            if assignments.get("precision", precision) != precision:
+                raise configs.ConfigError(f"--{flag} asks for precision={precision} but --set asks for "
+                                          f"precision={assignments['precision']}.")
+            assignments["precision"] = precision
     config = configs.override(config, assignments)
     return config
 
@@ -80,8 +92,6 @@ def main(argv):
 
 
 def run():
-    if FLAGS.use_fp16:
-        raise app.UsageError("--use_fp16 is not implemented yet in this version.")
     if FLAGS.num_gpus < 0:
         raise configs.ConfigError(f"--num_gpus must be 0 or more, got {FLAGS.num_gpus}.")
     # Created first: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.

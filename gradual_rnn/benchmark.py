@@ -26,13 +26,15 @@ flags.DEFINE_enum("rnn_mode", "auto", list(configs.RNN_MODES), "LSTM path.")
 flags.DEFINE_boolean("jit", False, "XLA-compile the step.")
 flags.DEFINE_boolean("variational", False, "Variational dropout with a state mask (the GL path) "
                      "at the config's keep probability instead of Zaremba dropout.")
+flags.DEFINE_enum("precision", "float32", list(configs.PRECISIONS), "Matrix-product precision.")
 flags.DEFINE_enum("data", "ptb", ["ptb", "random"], "PTB windows (PTB_DATA_DIR) or random ids.")
 flags.DEFINE_string("data_dir", None, "PTB folder (default: PTB_DATA_DIR or the cache).")
 flags.DEFINE_integer("eval_windows", 0, "Also time this many test-style windows (B=1, n=1).")
 
 
 def benchmark_config() -> configs.Config:
-    config = configs.override(configs.get_config(FLAGS.config), {"rnn_mode": FLAGS.rnn_mode})
+    config = configs.override(configs.get_config(FLAGS.config),
+                              {"rnn_mode": FLAGS.rnn_mode, "precision": FLAGS.precision})
     if not FLAGS.variational:
         return config
     keep = config.keep_output[-1][-1]
@@ -53,7 +55,7 @@ def training_windows(config: configs.Config, count: int):
 
 def time_training(config: configs.Config):
     model = lm.build_model(config)
-    optimizer = tf.keras.optimizers.SGD(learning_rate=config.learning_rate)
+    optimizer = training.make_optimizer(config)
     plan = lm.DropoutPlan.for_depth(config, config.num_layers)
     step = training.make_train_step(model, optimizer, config, plan, config.num_layers, FLAGS.jit)
     inputs, targets = training_windows(config, FLAGS.warmup + FLAGS.steps)
@@ -88,7 +90,8 @@ def main(argv):
     if FLAGS.eval_windows:
         result.update(time_evaluation(model, FLAGS.eval_windows))
     name = "gradual_rnn" + ("_variational" if FLAGS.variational else "") + (
-        "" if FLAGS.rnn_mode == "auto" else f"_{FLAGS.rnn_mode}") + ("_xla" if FLAGS.jit else "")
+        "" if FLAGS.rnn_mode == "auto" else f"_{FLAGS.rnn_mode}") + ("_xla" if FLAGS.jit else "") + (
+        "" if FLAGS.precision == "float32" else "_" + FLAGS.precision.replace("mixed_", ""))
     output = dict(impl=name, config=FLAGS.config, steps=FLAGS.steps, warmup=FLAGS.warmup, data=FLAGS.data,
                   words_per_step=config.batch_size * config.num_steps,
                   cudnn_eligible_layers=sum(lm.cudnn_eligible(model, training.sample_masks(

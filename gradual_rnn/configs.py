@@ -21,6 +21,7 @@ RNN_MODES = ("auto", "cudnn", "basic")
 NEW_LAYER_INITS = ("random", "copy_below")
 TEST_RULES = ("after_training", "at_best_valid")
 OPTIMIZERS = ("sgd", "nesterov")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 class ConfigError(ValueError):
@@ -72,6 +73,9 @@ class Config:
     optimizer: str = "sgd"  # "sgd", or "nesterov": simplified Nesterov momentum (Bengio et al. §3.5)
     momentum: float = 0.0
     h_detach: float = 0.0  # probability per time step of blocking the h-path gradient (Kanuparthi et al.)
+    # "float32" (both references), "mixed_bfloat16" or "mixed_float16" (with dynamic loss scaling):
+    # matrix products in 16 bits, variables, cell state and softmax in float32.
+    precision: str = "float32"
 
     def __post_init__(self):
         validate(self)
@@ -147,6 +151,7 @@ def validate(config: Config) -> None:
     _check_choice("new_layer_init", config.new_layer_init, NEW_LAYER_INITS)
     _check_choice("test_rule", config.test_rule, TEST_RULES)
     _check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    _check_choice("precision", config.precision, PRECISIONS)
     if not 0.0 <= config.momentum < 1.0:
         raise ConfigError(f"momentum must be in [0, 1), got {config.momentum}.")
     if config.optimizer == "nesterov" and config.momentum == 0.0:

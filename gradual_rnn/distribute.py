@@ -80,11 +80,13 @@ def make_distributed_train_step(strategy: tf.distribute.Strategy, model, optimiz
         context = tf.distribute.get_replica_context()
         seed = tf.random.experimental.stateless_fold_in(training.window_seed(config.seed, key),
                                                         context.replica_id_in_sync_group)
+        scale = training.loss_scale(optimizer)
         cost, new_state, gradients = training.window_gradients(
-            model, variables, config, dropout, depth, seed, (inputs, targets, state, masks), global_batch)
+            model, variables, config, dropout, depth, seed, (inputs, targets, state, masks), global_batch,
+            scale)
         gradients = [tf.convert_to_tensor(g) for g in gradients]
         gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-        clipped, gradient_norm = tf.clip_by_global_norm(gradients, config.max_grad_norm)
+        clipped, gradient_norm = training.clip_gradients(gradients, config.max_grad_norm, scale)
         optimizer.apply_gradients(zip([g / replicas for g in clipped], variables))
         return cost, new_state, gradient_norm
 

@@ -18,6 +18,18 @@ import tensorflow as tf
 
 PACKAGE = "gradual_rnn"
 
+# Mixed precision: variables, the cell state and the softmax stay float32; matrix products (and the
+# activations between layers) use the low-precision type. The names are Keras's dtype policies.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+_COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
+
+
+def compute_dtype(precision: str) -> tf.DType:
+    """The matrix-product dtype of a precision (one of `PRECISIONS`)."""
+    if precision not in _COMPUTE_DTYPES:
+        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}.")
+    return _COMPUTE_DTYPES[precision]
+
 # TF1 (i, j, f, o) and Keras (i, f, c=j, o) differ by swapping the middle blocks, both ways.
 _SWAP_MIDDLE_GATES = (0, 2, 1, 3)
 
@@ -76,6 +88,9 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
     Returns (outputs `<float>[batch, time, units]`, (cell, hidden)), the same values as stepping
     `lstm_gate_step`, with the same gradients.
 
+    Mixed precision: the matrix products run in `recurrent_kernel.dtype` (projected and the outputs
+    have it too); the gates, the cell and the returned state are computed in `cell.dtype`.
+
     Why by hand: autodiff of the unrolled steps computes the recurrent weight gradient as one small
     `[units, batch] x [batch, 4 units]` product per step and keeps every one of them alive until
     their sum. Here the backward pass only walks the steps for the gate gradients (elementwise work
@@ -96,13 +111,19 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
 def _recurrence(projected, cell, hidden, recurrent_kernel, mask, coins, has_mask, has_detach,
                 forget_bias, num_steps):
 
+    state_dtype, product_dtype = cell.dtype, recurrent_kernel.dtype
+
+    def product(left, right, **options):
+        """A matrix product in the product dtype, returned in the state dtype."""
+        return tf.cast(tf.matmul(tf.cast(left, product_dtype), right, **options), state_dtype)
+
     @tf.custom_gradient
     def run(projected, cell, hidden, recurrent_kernel, mask):
-        projected_steps = tf.unstack(projected, num=num_steps, axis=1)
-        fed_hidden, activations, cells, outputs = [], [], [], []
+        projected_steps = tf.unstack(tf.cast(projected, state_dtype), num=num_steps, axis=1)
+        fed_hidden, activations, outputs = [], [], []
         for step in range(num_steps):
-            fed_hidden.append(hidden)
-            gates = projected_steps[step] + tf.matmul(hidden, recurrent_kernel)
+            fed_hidden.append(tf.cast(hidden, product_dtype))
+            gates = projected_steps[step] + product(hidden, recurrent_kernel)
             input_gate, forget_gate, candidate, output_gate = _gate_activations(gates, forget_bias)
             previous_cell = cell
             cell = previous_cell * forget_gate + input_gate * candidate
@@ -115,7 +136,7 @@ def _recurrence(projected, cell, hidden, recurrent_kernel, mask, coins, has_mask
         final_cell, final_hidden = cell, hidden
 
         def backward(d_outputs, d_cell, d_hidden):
-            d_output_steps = tf.unstack(d_outputs, num=num_steps, axis=1)
+            d_output_steps = tf.unstack(tf.cast(d_outputs, state_dtype), num=num_steps, axis=1)
             d_gates = [None] * num_steps
             d_fed = d_hidden
             for step in reversed(range(num_steps)):
@@ -128,14 +149,15 @@ def _recurrence(projected, cell, hidden, recurrent_kernel, mask, coins, has_mask
                     d_cell * input_gate * (1.0 - tf.square(candidate)),
                     d_h * squashed * output_gate * (1.0 - output_gate)], axis=-1)
                 d_cell = d_cell * forget_gate
-                d_fed = tf.matmul(d_gates[step], recurrent_kernel, transpose_b=True)
+                d_gates[step] = tf.cast(d_gates[step], product_dtype)
+                d_fed = product(d_gates[step], recurrent_kernel, transpose_b=True)
                 if has_detach:
                     d_fed = tf.where(coins[step], tf.zeros_like(d_fed), d_fed)
             d_projected = tf.stack(d_gates, axis=1)
             d_recurrent = tf.einsum("bth,btg->hg", tf.stack(fed_hidden, axis=1), d_projected)
             return d_projected, d_cell, d_fed, d_recurrent, tf.zeros_like(mask)
 
-        return (tf.stack(outputs, axis=1), final_cell, final_hidden), backward
+        return (tf.cast(tf.stack(outputs, axis=1), product_dtype), final_cell, final_hidden), backward
 
     outputs, cell, hidden = run(projected, cell, hidden, recurrent_kernel, mask)
     return outputs, (cell, hidden)
@@ -173,8 +195,10 @@ class BasicLSTM(keras.layers.Layer):
     """
 
     def __init__(self, units: int, init_scale: float = 0.1, forget_bias: float = 0.0,
-                 rnn_mode: str = "auto", seed: Optional[int] = None, **kwargs):
+                 rnn_mode: str = "auto", seed: Optional[int] = None, precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
+        self.product_dtype = compute_dtype(precision)
+        self.precision = precision
         if rnn_mode not in ("auto", "cudnn", "basic"):
             raise ValueError(f"rnn_mode={rnn_mode!r} is not one of ('auto', 'cudnn', 'basic').")
         if rnn_mode == "cudnn" and forget_bias:
@@ -191,7 +215,7 @@ class BasicLSTM(keras.layers.Layer):
             kernel_initializer=uniform_initializer(init_scale, seed),
             recurrent_initializer=uniform_initializer(init_scale, second_seed),
             bias_initializer="zeros", unit_forget_bias=False, recurrent_dropout=0.0, unroll=False,
-            use_cudnn="auto", return_sequences=True, return_state=True, name="lstm")
+            use_cudnn="auto", return_sequences=True, return_state=True, dtype=precision, name="lstm")
 
     def build(self, input_shape):
         self.lstm.build(input_shape)
@@ -237,22 +261,23 @@ class BasicLSTM(keras.layers.Layer):
         if detach is None and self.uses_cudnn_path(recurrent_mask):
             cell, hidden = state
             outputs, hidden, cell = self.lstm(inputs, initial_state=[hidden, cell], training=training)
-            return outputs, (cell, hidden)
+            return outputs, (tf.cast(cell, state[0].dtype), tf.cast(hidden, state[1].dtype))
         return self._basic_call(inputs, state, recurrent_mask, detach)
 
     def _basic_call(self, inputs, state, recurrent_mask, detach=None):
         if inputs.shape[1] is None:
             raise ValueError("BasicLSTM's basic path needs a static number of time steps.")
-        kernel = tf.convert_to_tensor(self.kernel)
-        projected = tf.einsum("bti,ig->btg", inputs, kernel) + tf.convert_to_tensor(self.bias)
+        kernel, recurrent_kernel, bias = (tf.cast(tf.convert_to_tensor(weight), self.product_dtype)
+                                          for weight in (self.kernel, self.recurrent_kernel, self.bias))
+        projected = tf.einsum("bti,ig->btg", tf.cast(inputs, self.product_dtype), kernel) + bias
         cell, hidden = state
-        return lstm_recurrence(projected, cell, hidden, tf.convert_to_tensor(self.recurrent_kernel),
-                               recurrent_mask, detach, self.forget_bias)
+        return lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask, detach,
+                               self.forget_bias)
 
     def get_config(self):
         config = super().get_config()
         config.update(units=self.units, init_scale=self.init_scale, forget_bias=self.forget_bias,
-                      rnn_mode=self.rnn_mode, seed=self.seed)
+                      rnn_mode=self.rnn_mode, seed=self.seed, precision=self.precision)
         return config
 
 
@@ -289,7 +314,8 @@ def summed_softmax_cost(outputs, kernel, bias, targets, transposed: bool):
     """`sum(cross-entropy)` of the logits `outputs kernel + bias` (kernel `[units, vocab]`, or
     `[vocab, units]` with `transposed`) against `targets`, with the softmax and its gradient fused.
 
-    outputs: `<float>[batch, time, units]`; targets: `<int>[batch, time]`. The same value and
+    outputs: `<float>[batch, time, units]`; targets: `<int>[batch, time]`. Products run in the dtype
+    of outputs and kernel, the softmax in the dtype of bias (float32). The same value and
     gradients as autodiff of `sparse_softmax_cross_entropy_with_logits`, but the backward pass
     reuses the `[tokens, vocab]` softmax-minus-one-hot that the forward kernel already produced and
     scales the small products by the incoming scalar instead of the large buffer: one vocabulary-
@@ -301,17 +327,19 @@ def summed_softmax_cost(outputs, kernel, bias, targets, transposed: bool):
     @tf.custom_gradient
     def fused(outputs, kernel, bias):
         flat = tf.reshape(outputs, [-1, units])
-        logits = tf.nn.bias_add(tf.matmul(flat, kernel, transpose_b=transposed), bias)
+        logits = tf.nn.bias_add(tf.cast(tf.matmul(flat, kernel, transpose_b=transposed), bias.dtype), bias)
         losses, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
             features=logits, labels=flat_targets)
 
         def backward(upstream):
-            d_outputs = tf.matmul(backprop, kernel, transpose_b=not transposed) * upstream
-            if transposed:
-                d_kernel = tf.matmul(backprop, flat, transpose_a=True) * upstream
-            else:
-                d_kernel = tf.matmul(flat, backprop, transpose_a=True) * upstream
             d_bias = tf.reduce_sum(backprop, axis=0) * upstream
+            low = tf.cast(backprop, kernel.dtype)
+            upstream = tf.cast(upstream, kernel.dtype)
+            d_outputs = tf.matmul(low, kernel, transpose_b=not transposed) * upstream
+            if transposed:
+                d_kernel = tf.matmul(low, flat, transpose_a=True) * upstream
+            else:
+                d_kernel = tf.matmul(flat, low, transpose_a=True) * upstream
             return tf.reshape(d_outputs, tf.shape(outputs)), d_kernel, d_bias
 
         return tf.reduce_sum(losses), backward
@@ -327,8 +355,10 @@ class TiedSoftmaxHead(keras.layers.Layer):
     logits `<float>[batch, time, vocab]`. Owns only the output bias `[vocab]`, shared by every head.
     """
 
-    def __init__(self, vocab_size: int, init_scale: float, seed: Optional[int] = None, **kwargs):
+    def __init__(self, vocab_size: int, init_scale: float, seed: Optional[int] = None,
+                 precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
+        self.product_dtype, self.precision = compute_dtype(precision), precision
         self.vocab_size = vocab_size
         self.init_scale = init_scale
         self.seed = seed
@@ -336,17 +366,20 @@ class TiedSoftmaxHead(keras.layers.Layer):
             shape=(vocab_size,), initializer=uniform_initializer(init_scale, seed), name="output_bias")
 
     def call(self, outputs, embedding):
-        logits = tf.einsum("btu,vu->btv", outputs, tf.convert_to_tensor(embedding))
-        return logits + tf.convert_to_tensor(self.output_bias)
+        logits = tf.einsum("btu,vu->btv", tf.cast(outputs, self.product_dtype),
+                           tf.cast(tf.convert_to_tensor(embedding), self.product_dtype))
+        return tf.cast(logits, tf.float32) + tf.convert_to_tensor(self.output_bias)
 
     def summed_cost(self, outputs, embedding, targets):
         """`sum(cross-entropy)` of `call(outputs, embedding)` against `targets` (fused softmax)."""
-        return summed_softmax_cost(outputs, tf.convert_to_tensor(embedding),
+        return summed_softmax_cost(tf.cast(outputs, self.product_dtype),
+                                   tf.cast(tf.convert_to_tensor(embedding), self.product_dtype),
                                    tf.convert_to_tensor(self.output_bias), targets, transposed=True)
 
     def get_config(self):
         config = super().get_config()
-        config.update(vocab_size=self.vocab_size, init_scale=self.init_scale, seed=self.seed)
+        config.update(vocab_size=self.vocab_size, init_scale=self.init_scale, seed=self.seed,
+                      precision=self.precision)
         return config
 
 
@@ -358,8 +391,9 @@ class SoftmaxHead(keras.layers.Layer):
     """
 
     def __init__(self, vocab_size: int, units: int, init_scale: float, seed: Optional[int] = None,
-                 **kwargs):
+                 precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
+        self.product_dtype, self.precision = compute_dtype(precision), precision
         self.vocab_size = vocab_size
         self.units = units
         self.init_scale = init_scale
@@ -371,17 +405,19 @@ class SoftmaxHead(keras.layers.Layer):
                                          initializer=uniform_initializer(init_scale, second_seed))
 
     def call(self, outputs):
-        logits = tf.einsum("btu,uv->btv", outputs, tf.convert_to_tensor(self.softmax_w))
-        return logits + tf.convert_to_tensor(self.softmax_b)
+        logits = tf.einsum("btu,uv->btv", tf.cast(outputs, self.product_dtype),
+                           tf.cast(tf.convert_to_tensor(self.softmax_w), self.product_dtype))
+        return tf.cast(logits, tf.float32) + tf.convert_to_tensor(self.softmax_b)
 
     def summed_cost(self, outputs, targets):
         """`sum(cross-entropy)` of `call(outputs)` against `targets` (fused softmax)."""
-        return summed_softmax_cost(outputs, tf.convert_to_tensor(self.softmax_w),
+        return summed_softmax_cost(tf.cast(outputs, self.product_dtype),
+                                   tf.cast(tf.convert_to_tensor(self.softmax_w), self.product_dtype),
                                    tf.convert_to_tensor(self.softmax_b), targets, transposed=False)
 
     def get_config(self):
         config = super().get_config()
         config.update(vocab_size=self.vocab_size, units=self.units, init_scale=self.init_scale,
-                      seed=self.seed)
+                      seed=self.seed, precision=self.precision)
         return config
 

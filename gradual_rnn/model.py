@@ -92,8 +92,9 @@ class LanguageModel(keras.Model):
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, init_scale: float,
                  embedding_size: Optional[int] = None, tied_weights: bool = False,
                  embedding_bias: bool = False, forget_bias: float = 0.0, rnn_mode: str = "auto",
-                 seed: int = 0, **kwargs):
+                 seed: int = 0, precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
+        self.precision = precision
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
         self.embedding_size = hidden_size if embedding_size is None else embedding_size
         self.init_scale, self.tied_weights, self.embedding_bias = init_scale, tied_weights, embedding_bias
@@ -105,15 +106,17 @@ class LanguageModel(keras.Model):
                                        seed + _EMBEDDING_SEED, name="embedding")
         self.lstm_layers = [self._new_layer(index) for index in range(num_layers)]
         if tied_weights:
-            self.head = lstm_layers.TiedSoftmaxHead(vocab_size, init_scale, seed + _HEAD_SEED, name="head")
+            self.head = lstm_layers.TiedSoftmaxHead(vocab_size, init_scale, seed + _HEAD_SEED,
+                                                    precision=precision, name="head")
         else:
             self.head = lstm_layers.SoftmaxHead(vocab_size, hidden_size, init_scale, seed + _HEAD_SEED,
-                                                name="head")
+                                                precision=precision, name="head")
         self.built = True
 
     def _new_layer(self, index: int) -> lstm_layers.BasicLSTM:
         layer = lstm_layers.BasicLSTM(self.hidden_size, self.init_scale, self.forget_bias, self.rnn_mode,
                                       seed=self.seed + _LAYER_SEED_STRIDE * (index + 1),
+                                      precision=self.precision,
                                       name=f"lstm_{index + 1}")
         input_size = self.embedding_size if index == 0 else self.hidden_size
         layer.build((None, None, input_size))
@@ -162,7 +165,9 @@ class LanguageModel(keras.Model):
         if dropout is None:
             return outputs
         if dropout.style == "variational":
-            return outputs if output_mask is None else outputs * output_mask[:, tf.newaxis, :]
+            if output_mask is None:
+                return outputs
+            return outputs * tf.cast(output_mask, outputs.dtype)[:, tf.newaxis, :]
         return lstm_layers.stateless_dropout(outputs, dropout.keep_output[index], _fold(seed, index + 1))
 
     def _logits(self, outputs):
@@ -179,7 +184,7 @@ class LanguageModel(keras.Model):
                     init_scale=self.init_scale, embedding_size=self.embedding_size,
                     tied_weights=self.tied_weights, embedding_bias=self.embedding_bias,
                     forget_bias=self.forget_bias, rnn_mode=self.rnn_mode, seed=self.seed,
-                    name=self.name)
+                    precision=self.precision, name=self.name)
 
 
 def _fold(seed, index):
@@ -191,7 +196,8 @@ def build_model(config: Config, depth: Optional[int] = None) -> LanguageModel:
     return LanguageModel(config.vocab_size, config.hidden_size, depth or config.num_layers,
                          config.init_scale, embedding_size=config.embedding_width,
                          tied_weights=config.tied_weights, embedding_bias=config.embedding_bias,
-                         forget_bias=config.forget_bias, rnn_mode=config.rnn_mode, seed=config.seed)
+                         forget_bias=config.forget_bias, rnn_mode=config.rnn_mode, seed=config.seed,
+                         precision=config.precision)
 
 
 def _copy_weights(source_layer: keras.layers.Layer, target_layer: keras.layers.Layer) -> None:

@@ -35,10 +35,29 @@ def sequence_cost(logits, targets, batch_size):
     return tf.reduce_sum(losses) / tf.cast(batch_size, losses.dtype)
 
 
-def window_gradients(model, variables, config: Config, dropout, depth: int, seed, window, batch_size):
+def loss_scale(optimizer):
+    """The dynamic loss scale of a `LossScaleOptimizer` (mixed_float16), else None."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return tf.convert_to_tensor(optimizer.dynamic_scale)
+    return None
+
+
+def clip_gradients(gradients, max_grad_norm: float, scale=None):
+    """Clips by the global norm (the references' rule) -> (clipped, norm). With a loss scale the
+    gradients are scaled: the threshold is scaled alike and the norm is reported unscaled; the
+    optimizer unscales the clipped gradients (and skips the step if any is not finite)."""
+    if scale is None:
+        return tf.clip_by_global_norm(gradients, max_grad_norm)
+    clipped, norm = tf.clip_by_global_norm(gradients, max_grad_norm * scale)
+    return clipped, norm / scale
+
+
+def window_gradients(model, variables, config: Config, dropout, depth: int, seed, window, batch_size,
+                     scale=None):
     """Cost (SPEC §2, divided by `batch_size`), new state and gradients of one window.
 
     window: (inputs, targets, state, masks). Shared by the one-device and the distributed steps.
+    scale: a loss scale (mixed_float16) the gradients are multiplied by, or None.
     """
     inputs, targets, state, masks = window
     detach = detach_steps(config, seed, depth, inputs.shape[1])
@@ -46,7 +65,8 @@ def window_gradients(model, variables, config: Config, dropout, depth: int, seed
         summed, new_state = model.summed_cost(inputs, targets, state, depth=depth, dropout=dropout,
                                               seed=seed, masks=masks, detach=detach)
         cost = summed / tf.cast(batch_size, summed.dtype)
-    return cost, new_state, tape.gradient(cost, variables)
+        scaled = cost if scale is None else cost * scale
+    return cost, new_state, tape.gradient(scaled, variables)
 
 
 def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer, config: Config,
@@ -64,9 +84,11 @@ def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer,
 
     def step(inputs, targets, state, key, masks):
         seed = window_seed(config.seed, key)
+        scale = loss_scale(optimizer)
         cost, new_state, gradients = window_gradients(model, variables, config, dropout, depth, seed,
-                                                      (inputs, targets, state, masks), tf.shape(inputs)[0])
-        clipped, gradient_norm = tf.clip_by_global_norm(gradients, config.max_grad_norm)
+                                                      (inputs, targets, state, masks), tf.shape(inputs)[0],
+                                                      scale)
+        clipped, gradient_norm = clip_gradients(gradients, config.max_grad_norm, scale)
         optimizer.apply_gradients(zip(clipped, variables))
         return cost, new_state, gradient_norm
 
@@ -75,11 +97,13 @@ def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer,
 
 def make_optimizer(config: Config) -> keras.optimizers.Optimizer:
     """Plain SGD (both references), or simplified Nesterov momentum (Bengio et al. 2013, eq. 7),
-    which Keras's `SGD(nesterov=True)` computes exactly for a constant momentum."""
-    if config.optimizer == "nesterov":
-        return keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum,
-                                    nesterov=True)
-    return keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum)
+    which Keras's `SGD(nesterov=True)` computes exactly for a constant momentum. With
+    mixed_float16, wrapped in Keras's dynamic `LossScaleOptimizer` (its scale is checkpointed)."""
+    optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum,
+                                     nesterov=config.optimizer == "nesterov")
+    if config.precision == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def detach_steps(config: Config, seed, depth: int, num_steps: int):

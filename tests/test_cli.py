@@ -54,6 +54,10 @@ def test_gl_config_one_epoch_per_phase_finishes(roomy_corpus_dir, tmp_path):
     (["--model=test", "--set=keep_output=1.5"], "keep_output=1.5 is not a keep probability in (0, 1]"),
     (["--model=test", "--set=colour=red"], "Unknown config field(s) ['colour']"),
     (["--model=test", "--max_epochs=-1"], "max_epochs must be at least 1, got -1"),
+    (["--model=test", "--use_fp16", "--use_bf16"], "--use_fp16 and --use_bf16 exclude each other"),
+    (["--model=test", "--use_bf16", "--set=precision=float32"],
+     "--use_bf16 asks for precision=mixed_bfloat16 but --set asks for precision=float32"),
+    (["--model=test", "--set=precision=half"], "precision='half' is not one of"),
 ])
 def test_bad_flags_fail_clearly(tiny_corpus_dir, tmp_path, arguments, message):
     done = run_cli(*arguments, f"--data_path={tiny_corpus_dir}", f"--save_path={tmp_path / 'x'}")

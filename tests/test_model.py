@@ -392,3 +392,61 @@ def test_language_model_keras_file_round_trip(tied, tmp_path):
         mine, theirs = lm(ids, state, depth=depth), restored(ids, state, depth=depth)
         for a, b in zip(tf.nest.flatten(mine), tf.nest.flatten(theirs)):
             np.testing.assert_array_equal(b.numpy(), a.numpy())
+
+
+# --- Mixed precision. ---
+
+def _cost_and_gradients(lm, ids, targets, state, plan=None, seed=None):
+    with tf.GradientTape() as tape:
+        summed, new_state = lm.summed_cost(tf.constant(ids), tf.constant(targets), state, dropout=plan,
+                                           seed=seed)
+    gradients = tape.gradient(summed, lm.trainable_variables)
+    return float(summed), new_state, [_dense(gradient) for gradient in gradients]
+
+
+@pytest.mark.parametrize("precision, tolerance", [("mixed_bfloat16", 2e-2), ("mixed_float16", 3e-3)])
+@pytest.mark.parametrize("tied", [True, False])
+def test_mixed_precision_tracks_float32(precision, tolerance, tied):
+    """Same variables (float32), products in 16 bits: cost, state and gradients stay close to the
+    float32 model's, and the carried state stays float32."""
+    full = _tiny_model(tied)
+    _randomize_model(full, 3)
+    mixed = _tiny_model(tied, precision=precision)
+    for source, target in zip(full.weights, mixed.weights, strict=True):
+        assert target.dtype == "float32"
+        target.assign(source)
+    ids, targets = _batch(4)
+    state = tuple((tf.constant(c), tf.constant(h)) for c, h in _random_state(LAYERS))
+    expected_cost, expected_state, expected_gradients = _cost_and_gradients(full, ids, targets, state)
+    cost, new_state, gradients = _cost_and_gradients(mixed, ids, targets, state)
+    assert cost == pytest.approx(expected_cost, rel=tolerance)
+    for (cell, hidden), (expected_cell, expected_hidden) in zip(new_state, expected_state):
+        assert cell.dtype == hidden.dtype == tf.float32
+        np.testing.assert_allclose(cell.numpy(), expected_cell.numpy(), atol=10 * tolerance)
+        np.testing.assert_allclose(hidden.numpy(), expected_hidden.numpy(), atol=10 * tolerance)
+    for gradient, expected in zip(gradients, expected_gradients, strict=True):
+        assert gradient.dtype == np.float32
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(gradient, expected, atol=10 * tolerance * scale)
+        cosine = np.sum(gradient * expected) / (np.linalg.norm(gradient) * np.linalg.norm(expected))
+        assert cosine > 0.999
+    logits, _ = mixed(tf.constant(ids), state)
+    assert logits.dtype == tf.float32
+
+
+@pytest.mark.parametrize("style", ["zaremba", "variational"])
+def test_mixed_precision_with_dropout(style):
+    """Dropout (per element or masks) runs on the 16-bit activations."""
+    keep = configs.uniform_table(LAYERS, 0.5)
+    config = _tiny_config(True, precision="mixed_bfloat16", dropout_style=style, keep_output=keep,
+                          keep_state=keep if style == "variational" else configs.uniform_table(LAYERS, 1.0))
+    lm = model.build_model(config)
+    plan = DropoutPlan.for_depth(config, LAYERS)
+    masks = training.sample_masks(config, plan, (1, 0, 0), BATCH)
+    ids, targets = _batch(5)
+    with tf.GradientTape() as tape:
+        summed, state = lm.summed_cost(tf.constant(ids), tf.constant(targets), lm.initial_state(BATCH),
+                                       dropout=plan, seed=tf.constant([1, 2]), masks=masks)
+    gradients = tape.gradient(summed, lm.trainable_variables)
+    assert np.isfinite(float(summed)) and all(g is not None for g in gradients)
+    assert all(cell.dtype == tf.float32 for cell, _ in state)

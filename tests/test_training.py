@@ -305,3 +305,35 @@ def test_nesterov_optimizer_from_config():
     assert optimizer.nesterov and optimizer.momentum == 0.9
     with pytest.raises(configs.ConfigError, match="needs momentum > 0"):
         tiny_config(optimizer="nesterov")
+
+
+def test_float16_step_scales_clips_and_skips_non_finite():
+    """mixed_float16: Keras's dynamic loss scale (checkpointed with the optimizer) multiplies the
+    cost, clipping and the reported norm are unscaled, a non-finite step is skipped and halves it."""
+    config = tiny_config(vocab_size=41, precision="mixed_float16", max_grad_norm=0.5)
+    reference = tiny_config(vocab_size=41, max_grad_norm=0.5)
+    models = [lm.build_model(reference), lm.build_model(config)]
+    optimizers = [training.make_optimizer(reference), training.make_optimizer(config)]
+    assert isinstance(optimizers[1], keras.optimizers.LossScaleOptimizer)
+    rng = np.random.RandomState(2)
+    inputs, targets = (tf.constant(rng.randint(0, 41, (4, 5)).astype(np.int32)) for _ in range(2))
+    results = []
+    for model, optimizer, model_config in zip(models, optimizers, (reference, config)):
+        step = training.make_train_step(model, optimizer, model_config,
+                                        lm.DropoutPlan.for_depth(model_config, 2), 2)
+        cost, _, norm = step(inputs, targets, model.initial_state(4), tf.constant([1, 0, 0], tf.int64), None)
+        results.append((float(cost), float(norm), [w.numpy() for w in model.trainable_variables]))
+    assert float(optimizers[1].dynamic_scale) == 2.0 ** 15
+    assert any("dynamic_scale" in v.path for v in optimizers[1].variables)
+    (cost, norm, weights), (cost16, norm16, weights16) = results
+    assert norm > 0.5  # clipping was active
+    assert cost16 == pytest.approx(cost, rel=1e-2) and norm16 == pytest.approx(norm, rel=1e-2)
+    for expected, actual in zip(weights, weights16):
+        np.testing.assert_allclose(actual, expected, atol=2e-3)
+    # A window whose gradients overflow float16 at this scale: skipped, scale halved.
+    optimizers[1].dynamic_scale.assign(1e30)
+    before = [w.numpy() for w in models[1].trainable_variables]
+    step(inputs, targets, models[1].initial_state(4), tf.constant([1, 0, 1], tf.int64), None)
+    assert float(optimizers[1].dynamic_scale) == pytest.approx(5e29)
+    for previous, now in zip(before, models[1].trainable_variables):
+        np.testing.assert_array_equal(now.numpy(), previous)
