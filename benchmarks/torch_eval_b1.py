@@ -3,7 +3,7 @@ carried, no gradient. Same model as ../shared/bench/torch_lstm.py (nn.Embedding 
 nn.Linear), timed over the first `--windows` tokens of the PTB test split, one forward call each.
 
 Run with the PyTorch venv: python benchmarks/torch_eval_b1.py --config small --windows 82429
-[--chunk 128] [--threads 1]
+[--chunk 512] [--threads 1]
 Prints one JSON line: impl, config, eval_b1_wps (scored tokens per second), nll per token, peak RSS.
 """
 import argparse

@@ -29,7 +29,9 @@ flags.DEFINE_boolean("variational", False, "Variational dropout with a state mas
 flags.DEFINE_enum("precision", "float32", list(configs.PRECISIONS), "Matrix-product precision.")
 flags.DEFINE_enum("data", "ptb", ["ptb", "random"], "PTB windows (PTB_DATA_DIR) or random ids.")
 flags.DEFINE_string("data_dir", None, "PTB folder (default: PTB_DATA_DIR or the cache).")
-flags.DEFINE_integer("eval_windows", 0, "Also time this many test-style windows (B=1, n=1).")
+flags.DEFINE_integer("eval_windows", 0, "Also time this many test-style windows (batch 1, one step "
+                     "each) of the PTB test split (random ids with --data=random).")
+flags.DEFINE_boolean("eval_only", False, "Time only the test-style evaluation (needs --eval_windows).")
 
 
 def benchmark_config() -> configs.Config:
@@ -43,12 +45,19 @@ def benchmark_config() -> configs.Config:
                                      "keep_state": json.dumps(table)})
 
 
+def train_ids():
+    """The PTB train split as ids (only that split is read, as the peers do)."""
+    path = os.path.join(sources.resolve_data_dir(FLAGS.data_dir, download=False), data.FILE_NAMES["train"])
+    words = data.read_words(path)
+    return data.words_to_ids(words, data.build_vocabulary(words), source=path).ids
+
+
 def training_windows(config: configs.Config, count: int):
     if FLAGS.data == "random":
         ids = np.random.RandomState(0).randint(0, config.vocab_size,
                                                config.batch_size * (count * config.num_steps + 1))
     else:
-        ids = data.load_corpus(sources.resolve_data_dir(FLAGS.data_dir, download=False)).train
+        ids = train_ids()
     inputs, targets = data.window_arrays(ids.astype(np.int32), config.batch_size, config.num_steps)
     return inputs[:count], targets[:count]
 
@@ -69,29 +78,46 @@ def time_training(config: configs.Config):
         times.append(time.perf_counter() - started)
     timed = times[FLAGS.warmup:]
     words = config.batch_size * config.num_steps
-    return model, dict(wps=words * len(timed) / sum(timed), step_ms_median=1e3 * float(np.median(timed)),
-                       warmup_s=sum(times[:FLAGS.warmup]), last_loss=cost / config.num_steps)
+    median = float(np.median(timed))
+    return model, dict(wps=words * len(timed) / sum(timed), wps_median_step=words / median,
+                       step_ms_median=1e3 * median, warmup_s=sum(times[:FLAGS.warmup]), last_loss=cost / config.num_steps)
 
 
 def time_evaluation(model, count: int):
+    """The references' test pass (batch 1, one step per window, state carried) over `count` windows:
+    the first run includes tracing, the second is timed."""
+    if FLAGS.data == "random":
+        ids = np.random.RandomState(1).randint(0, model.vocab_size, size=count + 1).astype(np.int32)
+    else:
+        ids = data.load_corpus(sources.resolve_data_dir(FLAGS.data_dir, download=False)).test[:count + 1]
+    inputs, targets = data.window_arrays(ids, 1, 1)
     evaluate = training.make_eval_step(model, model.num_layers)
-    ids = np.random.RandomState(1).randint(0, model.vocab_size, size=(count, 1, 1)).astype(np.int32)
-    arguments = (tf.constant(ids), tf.constant(ids), tf.ones(ids.shape), model.initial_state(1))
-    evaluate(*arguments)
+    arguments = (tf.constant(inputs), tf.constant(targets), tf.ones(inputs.shape), model.initial_state(1))
     started = time.perf_counter()
     evaluate(*arguments)
-    return dict(eval_b1_wps=count / (time.perf_counter() - started))
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    nll, tokens, _ = evaluate(*arguments)
+    elapsed = time.perf_counter() - started
+    return dict(eval_b1_wps=float(tokens) / elapsed, eval_s=elapsed, eval_first_call_s=first,
+                eval_windows=int(tokens), nll_per_token=float(nll) / float(tokens))
 
 
 def main(argv):
     del argv
     config = benchmark_config()
-    model, result = time_training(config)
+    if FLAGS.eval_only:
+        if not FLAGS.eval_windows:
+            raise app.UsageError("--eval_only needs --eval_windows (e.g. 82429, the PTB test split).")
+        model, result = lm.build_model(config), {}
+    else:
+        model, result = time_training(config)
     if FLAGS.eval_windows:
         result.update(time_evaluation(model, FLAGS.eval_windows))
     name = "gradual_rnn" + ("_variational" if FLAGS.variational else "") + (
         "" if FLAGS.rnn_mode == "auto" else f"_{FLAGS.rnn_mode}") + ("_xla" if FLAGS.jit else "") + (
-        "" if FLAGS.precision == "float32" else "_" + FLAGS.precision.replace("mixed_", ""))
+        "" if FLAGS.precision == "float32" else "_" + FLAGS.precision.replace("mixed_", "")) + (
+        "_eval" if FLAGS.eval_only else "")
     output = dict(impl=name, config=FLAGS.config, steps=FLAGS.steps, warmup=FLAGS.warmup, data=FLAGS.data,
                   words_per_step=config.batch_size * config.num_steps,
                   cudnn_eligible_layers=sum(lm.cudnn_eligible(model, training.sample_masks(

@@ -108,56 +108,111 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
                        float(forget_bias), num_steps)
 
 
+MAX_UNROLLED_STEPS = 8
+
+
+def steps_per_block(num_steps: int) -> int:
+    """Time steps unrolled inside one iteration of the recurrence's graph loop: the largest divisor
+    of `num_steps` up to `MAX_UNROLLED_STEPS`. A window of at most that many steps is one block."""
+    return max(size for size in range(1, min(num_steps, MAX_UNROLLED_STEPS) + 1) if num_steps % size == 0)
+
+
 def _recurrence(projected, cell, hidden, recurrent_kernel, mask, coins, has_mask, has_detach,
                 forget_bias, num_steps):
-
+    """The window as a graph loop over blocks of `steps_per_block` unrolled steps, forward and
+    backward. Unrolling the whole window instead runs no faster on a CPU but makes the graph (and
+    the memory TensorFlow holds for it) grow with the window length."""
     state_dtype, product_dtype = cell.dtype, recurrent_kernel.dtype
+    block = steps_per_block(num_steps)
+    num_blocks = num_steps // block
 
     def product(left, right, **options):
         """A matrix product in the product dtype, returned in the state dtype."""
         return tf.cast(tf.matmul(tf.cast(left, product_dtype), right, **options), state_dtype)
 
+    def forward_step(projected_step, cell, hidden):
+        """One step -> (cell, output h, h fed on, saved tensors for the backward step)."""
+        fed = tf.cast(hidden, product_dtype)
+        gates = projected_step + product(fed, recurrent_kernel)
+        input_gate, forget_gate, candidate, output_gate = _gate_activations(gates, forget_bias)
+        new_cell = cell * forget_gate + input_gate * candidate
+        squashed = tf.tanh(new_cell)
+        output = squashed * output_gate
+        saved = (fed, input_gate, forget_gate, candidate, output_gate, cell, squashed)
+        return new_cell, output, output * mask if has_mask else output, saved
+
+    def backward_step(saved, d_output, d_cell, d_fed, coin):
+        """One step back -> (d_gates in the product dtype, d_cell, d_fed into the step before)."""
+        _, input_gate, forget_gate, candidate, output_gate, previous_cell, squashed = saved
+        d_h = d_output + (d_fed * mask if has_mask else d_fed)
+        d_cell = d_cell + d_h * output_gate * (1.0 - tf.square(squashed))
+        d_gates = tf.cast(tf.concat([
+            d_cell * candidate * input_gate * (1.0 - input_gate),
+            d_cell * previous_cell * forget_gate * (1.0 - forget_gate),
+            d_cell * input_gate * (1.0 - tf.square(candidate)),
+            d_h * squashed * output_gate * (1.0 - output_gate)], axis=-1), product_dtype)
+        d_fed = product(d_gates, recurrent_kernel, transpose_b=True)
+        if has_detach:
+            d_fed = tf.where(coin, tf.zeros_like(d_fed), d_fed)
+        return d_gates, d_cell * forget_gate, d_fed
+
+    def time_major_blocks(tensor):
+        """`[batch, time, ...]` -> `[blocks, block, batch, ...]`."""
+        time_major = tf.transpose(tensor, [1, 0, 2])
+        return tf.reshape(time_major, [num_blocks, block, -1, tensor.shape[-1]])
+
+    def batch_major(blocks):
+        """`[blocks, block, batch, width]` -> `[batch, time, width]`."""
+        return tf.transpose(tf.reshape(blocks, [num_steps, -1, blocks.shape[-1]]), [1, 0, 2])
+
     @tf.custom_gradient
     def run(projected, cell, hidden, recurrent_kernel, mask):
-        projected_steps = tf.unstack(tf.cast(projected, state_dtype), num=num_steps, axis=1)
-        fed_hidden, activations, outputs = [], [], []
-        for step in range(num_steps):
-            fed_hidden.append(tf.cast(hidden, product_dtype))
-            gates = projected_steps[step] + product(hidden, recurrent_kernel)
-            input_gate, forget_gate, candidate, output_gate = _gate_activations(gates, forget_bias)
-            previous_cell = cell
-            cell = previous_cell * forget_gate + input_gate * candidate
-            squashed = tf.tanh(cell)
-            hidden = squashed * output_gate
-            activations.append((input_gate, forget_gate, candidate, output_gate, previous_cell, squashed))
-            outputs.append(hidden)
-            if has_mask:
-                hidden = hidden * mask
-        final_cell, final_hidden = cell, hidden
+        projected_blocks = time_major_blocks(tf.cast(projected, state_dtype))
+        saved_arrays = [tf.TensorArray(dtype, size=num_blocks, element_shape=None)
+                        for dtype in (product_dtype,) + (state_dtype,) * 6]
+        output_array = tf.TensorArray(product_dtype, size=num_blocks)
+
+        def forward_block(index, cell, hidden, output_array, saved_arrays):
+            steps = tf.unstack(projected_blocks[index], num=block)
+            outputs, saved_steps = [], []
+            for step in range(block):
+                cell, output, hidden, saved = forward_step(steps[step], cell, hidden)
+                outputs.append(tf.cast(output, product_dtype))
+                saved_steps.append(saved)
+            output_array = output_array.write(index, tf.stack(outputs))
+            saved_arrays = [array.write(index, tf.stack([saved[kind] for saved in saved_steps]))
+                            for kind, array in enumerate(saved_arrays)]
+            return index + 1, cell, hidden, output_array, saved_arrays
+
+        _, final_cell, final_hidden, output_array, saved_arrays = tf.while_loop(
+            lambda index, *_: index < num_blocks, forward_block,
+            (tf.constant(0), cell, hidden, output_array, saved_arrays))
+        saved_blocks = [array.stack() for array in saved_arrays]
 
         def backward(d_outputs, d_cell, d_hidden):
-            d_output_steps = tf.unstack(tf.cast(d_outputs, state_dtype), num=num_steps, axis=1)
-            d_gates = [None] * num_steps
-            d_fed = d_hidden
-            for step in reversed(range(num_steps)):
-                input_gate, forget_gate, candidate, output_gate, previous_cell, squashed = activations[step]
-                d_h = d_output_steps[step] + (d_fed * mask if has_mask else d_fed)
-                d_cell = d_cell + d_h * output_gate * (1.0 - tf.square(squashed))
-                d_gates[step] = tf.concat([
-                    d_cell * candidate * input_gate * (1.0 - input_gate),
-                    d_cell * previous_cell * forget_gate * (1.0 - forget_gate),
-                    d_cell * input_gate * (1.0 - tf.square(candidate)),
-                    d_h * squashed * output_gate * (1.0 - output_gate)], axis=-1)
-                d_cell = d_cell * forget_gate
-                d_gates[step] = tf.cast(d_gates[step], product_dtype)
-                d_fed = product(d_gates[step], recurrent_kernel, transpose_b=True)
-                if has_detach:
-                    d_fed = tf.where(coins[step], tf.zeros_like(d_fed), d_fed)
-            d_projected = tf.stack(d_gates, axis=1)
-            d_recurrent = tf.einsum("bth,btg->hg", tf.stack(fed_hidden, axis=1), d_projected)
-            return d_projected, d_cell, d_fed, d_recurrent, tf.zeros_like(mask)
+            d_output_blocks = time_major_blocks(tf.cast(d_outputs, state_dtype))
+            coin_blocks = tf.reshape(coins, [num_blocks, block]) if has_detach else None
+            d_gate_array = tf.TensorArray(product_dtype, size=num_blocks)
 
-        return (tf.cast(tf.stack(outputs, axis=1), product_dtype), final_cell, final_hidden), backward
+            def backward_block(index, d_cell, d_fed, d_gate_array):
+                block_index = num_blocks - 1 - index
+                saved = [tf.unstack(saved_block[block_index], num=block) for saved_block in saved_blocks]
+                d_steps = tf.unstack(d_output_blocks[block_index], num=block)
+                d_gates = [None] * block
+                for step in reversed(range(block)):
+                    coin = coin_blocks[block_index, step] if has_detach else None
+                    d_gates[step], d_cell, d_fed = backward_step(
+                        [kind[step] for kind in saved], d_steps[step], d_cell, d_fed, coin)
+                return index + 1, d_cell, d_fed, d_gate_array.write(block_index, tf.stack(d_gates))
+
+            _, d_cell, d_fed, d_gate_array = tf.while_loop(
+                lambda index, *_: index < num_blocks, backward_block,
+                (tf.constant(0), d_cell, d_hidden, d_gate_array))
+            d_gate_blocks = d_gate_array.stack()
+            d_recurrent = tf.einsum("nkbh,nkbg->hg", saved_blocks[0], d_gate_blocks)
+            return batch_major(d_gate_blocks), d_cell, d_fed, d_recurrent, tf.zeros_like(mask)
+
+        return (batch_major(output_array.stack()), final_cell, final_hidden), backward
 
     outputs, cell, hidden = run(projected, cell, hidden, recurrent_kernel, mask)
     return outputs, (cell, hidden)

@@ -114,7 +114,7 @@ def detach_steps(config: Config, seed, depth: int, num_steps: int):
         seed, 1000 + layer)) < config.h_detach for layer in range(depth)]
 
 
-EVAL_CHUNK_TOKENS = 128
+EVAL_CHUNK_TOKENS = 512
 
 
 def merge_windows(array, group: int):
@@ -133,10 +133,11 @@ def make_eval_step(model: LanguageModel, depth: int, jit_compile: bool = False,
     inputs, targets, weights: `[windows, batch, num_steps]`, consecutive windows run in one call (a
     graph loop), so evaluating at batch 1, one step per window, costs no Python per window. weights
     are 1 for scored tokens, 0 for padding (exact evaluation). Without dropout the state simply
-    flows from window to window, so the loop runs `chunk_tokens // num_steps` windows at a time as
-    one longer window: the same numbers as window by window (up to float rounding), but the input
-    projections and the softmax become large matrix products. For the references' test pass
-    (batch 1, one step) that is 128 tokens per softmax product instead of one.
+    flows from window to window, so the loop runs `chunk_tokens // (batch * num_steps)` windows at a
+    time as one longer window: the same numbers as window by window (up to float rounding), but the
+    input projections and the softmax become large matrix products. For the references' test pass
+    (batch 1, one step) that is 512 tokens per softmax product instead of one; windows of 512
+    tokens or more (batch 20 x 35 steps) are run as they are.
     """
 
     def window_nll(inputs, targets, weights, state):
@@ -154,8 +155,9 @@ def make_eval_step(model: LanguageModel, depth: int, jit_compile: bool = False,
         return nll, state
 
     def evaluate(inputs, targets, weights, state):
-        windows, _, steps = inputs.shape
-        group = max(1, chunk_tokens // steps) if windows is not None and steps is not None else 1
+        windows, batch, steps = inputs.shape
+        known = None not in (windows, batch, steps)
+        group = max(1, chunk_tokens // (batch * steps)) if known else 1
         nll = tf.constant(0.0, tf.float64)
         if group == 1:
             nll, state = loop(inputs, targets, weights, nll, state)

@@ -278,14 +278,14 @@ def _plain_recurrence(projected, cell, hidden, recurrent_kernel, mask, detach, f
     return tf.stack(outputs, axis=1), (cell, hidden)
 
 
-def _recurrence_case(dtype=np.float32):
+def _recurrence_case(dtype=np.float32, time=TIME):
     rng = np.random.RandomState(11)
-    projected = rng.uniform(-1, 1, (BATCH, TIME, 4 * UNITS)).astype(dtype)
+    projected = rng.uniform(-1, 1, (BATCH, time, 4 * UNITS)).astype(dtype)
     cell, hidden = (rng.uniform(-1, 1, (BATCH, UNITS)).astype(dtype) for _ in range(2))
     recurrent_kernel = rng.uniform(-0.5, 0.5, (UNITS, 4 * UNITS)).astype(dtype)
     mask = ((rng.uniform(size=(BATCH, UNITS)) < 0.5) / 0.5).astype(dtype)
     weights = [rng.uniform(-1, 1, shape).astype(dtype)
-               for shape in ((BATCH, TIME, UNITS), (BATCH, UNITS), (BATCH, UNITS))]
+               for shape in ((BATCH, time, UNITS), (BATCH, UNITS), (BATCH, UNITS))]
     return (projected, cell, hidden, recurrent_kernel), mask, weights
 
 
@@ -294,14 +294,22 @@ def _recurrence_loss(function, arguments, mask, detach, forget_bias, weights):
     return sum(tf.reduce_sum(value * weight) for value, weight in zip((outputs, cell, hidden), weights))
 
 
+def test_steps_per_block():
+    assert [layers.steps_per_block(n) for n in (1, 5, 8, 12, 20, 35, 11, 128)] == [1, 5, 8, 6, 5, 7, 1, 8]
+
+
 @pytest.mark.parametrize("mode", EXECUTION_MODES)
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("detached", [False, True])
-@pytest.mark.parametrize("forget_bias", [0.0, 1.0])
-def test_recurrence_gradients_match_autodiff(mode, masked, detached, forget_bias):
-    arguments, mask, weights = _recurrence_case()
+@pytest.mark.parametrize("forget_bias, time", [(0.0, TIME), (1.0, TIME), (1.0, 12), (0.0, 11)])
+def test_recurrence_gradients_match_autodiff(mode, masked, detached, forget_bias, time):
+    """One block (5 steps), two blocks of 6, eleven blocks of 1."""
+    arguments, mask, weights = _recurrence_case(time=time)
     mask = mask if masked else None
-    detach = tf.constant([False, True, False, True, True]) if detached else None
+    coins = np.random.RandomState(time).uniform(size=time) < 0.4
+    coins[0] = False  # so that the h0 gradient below is not blocked
+    assert coins.any()
+    detach = tf.constant(coins) if detached else None
 
     def gradients(function):
         def run(*tensors):

@@ -135,7 +135,7 @@ def test_eval_step_chunks_equal_window_by_window(tiny_corpus, batch_size, num_st
     model = lm.build_model(tiny_config(vocab_size=tiny_corpus.vocab_size))
     exact = data.exact_windows(tiny_corpus.test, batch_size, num_steps)
     windows = exact.inputs.shape[0]
-    chunk_tokens = 7 * num_steps
+    chunk_tokens = 7 * batch_size * num_steps
     assert windows % 7 and windows > 7
     assert (exact.weights.sum() < exact.weights.size) == (batch_size > 1)  # padding at batch 2
     arguments = [tf.constant(array) for array in (exact.inputs, exact.targets, exact.weights)]
