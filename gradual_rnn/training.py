@@ -57,15 +57,21 @@ def window_gradients(model, variables, config: Config, dropout, depth: int, seed
     """Cost (SPEC §2, divided by `batch_size`), new state and gradients of one window.
 
     window: (inputs, targets, state, masks). Shared by the one-device and the distributed steps.
-    scale: a loss scale (mixed_float16) the gradients are multiplied by, or None.
+    scale: a loss scale (mixed_float16) the gradients are multiplied by, or None. With
+    `config.activity_l1`, the gradients are those of cost + the L1 activity penalty; the returned
+    cost is the cross-entropy cost alone.
     """
     inputs, targets, state, masks = window
     detach = detach_steps(config, seed, depth, inputs.shape[1])
+    activity = [] if config.activity_l1 else None
     with tf.GradientTape() as tape:
         summed, new_state = model.summed_cost(inputs, targets, state, depth=depth, dropout=dropout,
-                                              seed=seed, masks=masks, detach=detach)
+                                              seed=seed, masks=masks, detach=detach, activity=activity)
         cost = summed / tf.cast(batch_size, summed.dtype)
-        scaled = cost if scale is None else cost * scale
+        objective = cost
+        if activity:  # Bengio et al. (2013) §3.4: L1 on the hidden outputs, per sequence like the cost
+            objective += config.activity_l1 * tf.add_n(activity) / tf.cast(batch_size, summed.dtype)
+        scaled = objective if scale is None else objective * scale
     return cost, new_state, tape.gradient(scaled, variables)
 
 
@@ -88,11 +94,46 @@ def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer,
         cost, new_state, gradients = window_gradients(model, variables, config, dropout, depth, seed,
                                                       (inputs, targets, state, masks), tf.shape(inputs)[0],
                                                       scale)
-        clipped, gradient_norm = clip_gradients(gradients, config.max_grad_norm, scale)
-        optimizer.apply_gradients(zip(clipped, variables))
+        if is_plain_sgd(optimizer):
+            gradient_norm = apply_clipped_sgd(optimizer, gradients, variables, config.max_grad_norm)
+        else:
+            clipped, gradient_norm = clip_gradients(gradients, config.max_grad_norm, scale)
+            optimizer.apply_gradients(zip(clipped, variables))
         return cost, new_state, gradient_norm
 
     return tf.function(step, jit_compile=jit_compile)
+
+
+def is_plain_sgd(optimizer) -> bool:
+    """Keras SGD without momentum (both references' optimizer), not wrapped for loss scaling."""
+    return type(optimizer) is keras.optimizers.SGD and not optimizer.momentum
+
+
+def apply_clipped_sgd(optimizer, gradients, variables, max_grad_norm: float):
+    """The references' clipping and plain SGD step, one pass over each variable; returns the norm.
+
+    TF1 did `clip_by_global_norm` and then `GradientDescentOptimizer`, i.e.
+    `w -= lr * (g * max_norm / max(norm, max_norm))`. Here the clip factor goes into the step size
+    and `ApplyGradientDescent` (the kernel TF1 ran) updates in place, so no clipped copy of the
+    gradients is made: the same update up to float rounding, at one memory pass per variable
+    instead of three. Embedding gradients (IndexedSlices) are scattered. As with
+    `clip_by_global_norm`, a non-finite norm makes the step NaN (caught by the trainer). The
+    optimizer's iteration count advances as Keras's `apply_gradients` would advance it.
+    """
+    norm = tf.linalg.global_norm([g for g in gradients if g is not None])
+    factor = tf.where(tf.math.is_finite(norm), max_grad_norm / tf.maximum(norm, max_grad_norm),
+                      tf.constant(float("nan")))
+    rate = tf.cast(tf.convert_to_tensor(optimizer.learning_rate), tf.float32) * factor
+    for gradient, variable in zip(gradients, variables):
+        if gradient is None:
+            continue
+        if isinstance(gradient, tf.IndexedSlices):
+            tf.raw_ops.ResourceScatterSub(resource=variable.handle, indices=gradient.indices,
+                                          updates=gradient.values * rate)
+        else:
+            tf.raw_ops.ResourceApplyGradientDescent(var=variable.handle, alpha=rate, delta=gradient)
+    optimizer.iterations.assign_add(1)
+    return norm
 
 
 def make_optimizer(config: Config) -> keras.optimizers.Optimizer:

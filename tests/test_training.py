@@ -337,3 +337,34 @@ def test_float16_step_scales_clips_and_skips_non_finite():
     assert float(optimizers[1].dynamic_scale) == pytest.approx(5e29)
     for previous, now in zip(before, models[1].trainable_variables):
         np.testing.assert_array_equal(now.numpy(), previous)
+
+
+def test_activity_l1_adds_the_penalty_gradient_not_to_the_cost():
+    """window_gradients with activity_l1 = λ: the cost is the cross-entropy alone, the gradients are
+    those of cost + λ Σ_layers Σ|h| / batch, the outputs recomputed here layer by layer."""
+    weight = 0.01
+    plain_config, penalized_config = tiny_config(), tiny_config(activity_l1=weight)
+    model = lm.build_model(plain_config)
+    variables = model.trainable_variables
+    inputs = tf.constant(np.arange(20).reshape(4, 5) % plain_config.vocab_size, tf.int32)
+    targets = tf.roll(inputs, 1, axis=1)
+    window = (inputs, targets, model.initial_state(4), None)
+    seed = tf.constant([1, 2])
+    cost, _, plain = training.window_gradients(model, variables, plain_config, None, 2, seed, window, 4)
+    penalized_cost, _, penalized = training.window_gradients(model, variables, penalized_config, None, 2,
+                                                             seed, window, 4)
+    assert float(penalized_cost) == float(cost)
+    with tf.GradientTape() as tape:
+        outputs, penalty = model.embedding(inputs), 0.0
+        for index, layer in enumerate(model.lstm_layers):
+            outputs, _ = layer(outputs, model.initial_state(4)[index])
+            penalty += tf.reduce_sum(tf.abs(outputs))
+        penalty = weight * penalty / 4
+    expected = tape.gradient(penalty, variables)
+    for mine, base, extra in zip(penalized, plain, expected, strict=True):
+        base = tf.convert_to_tensor(base).numpy()
+        extra = 0.0 if extra is None else tf.convert_to_tensor(extra).numpy()
+        np.testing.assert_allclose(tf.convert_to_tensor(mine).numpy(), base + extra, rtol=1e-5, atol=1e-7)
+    moved = [np.abs(tf.convert_to_tensor(extra).numpy()).max()
+             for extra, variable in zip(expected, variables) if "lstm" in variable.path]
+    assert len(moved) == 6 and min(moved) > 1e-6  # the penalty reaches every LSTM variable
