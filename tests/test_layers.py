@@ -591,3 +591,22 @@ def test_layer_keras_file_round_trip(case, tmp_path):
     keras.saving.save_model(layer, path)
     restored = keras.saving.load_model(path, safe_mode=True)
     _assert_same_layer(layer, restored, call)
+
+
+@pytest.mark.parametrize("rnn_mode", ["basic", "cudnn"])
+def test_bfloat16_layer_tracks_float32_on_both_paths(rnn_mode):
+    """The keras.layers.LSTM path takes the Keras dtype policy, the basic path casts itself: both
+    give 16-bit outputs and a float32 state close to the float32 layer's."""
+    full = _new_lstm(rnn_mode, seed=4)
+    mixed = layers.BasicLSTM(UNITS, rnn_mode=rnn_mode, precision="mixed_bfloat16", seed=4)
+    mixed.build((None, None, INPUT))
+    for source, target in zip(full.weights, mixed.weights, strict=True):
+        assert target.dtype == "float32"
+        target.assign(source)
+    inputs, cell, hidden = _window()
+    expected_outputs, (expected_cell, expected_hidden) = full(inputs, (cell, hidden))
+    outputs, (new_cell, new_hidden) = mixed(inputs, (cell, hidden))
+    assert outputs.dtype == tf.bfloat16 and new_cell.dtype == new_hidden.dtype == tf.float32
+    np.testing.assert_allclose(tf.cast(outputs, tf.float32).numpy(), expected_outputs.numpy(), atol=3e-2)
+    np.testing.assert_allclose(new_cell.numpy(), expected_cell.numpy(), atol=3e-2)
+    np.testing.assert_allclose(new_hidden.numpy(), expected_hidden.numpy(), atol=3e-2)
