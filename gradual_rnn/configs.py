@@ -73,6 +73,8 @@ class Config:
     optimizer: str = "sgd"  # "sgd", or "nesterov": simplified Nesterov momentum (Bengio et al. §3.5)
     momentum: float = 0.0
     h_detach: float = 0.0  # probability per time step of blocking the h-path gradient (Kanuparthi et al.)
+    # Weight of Pascanu et al.'s vanishing-gradient regularizer Ω over every layer's steps; 0 is off.
+    omega: float = 0.0
     # L1 penalty weight on every layer's outputs h, per sequence (Bengio et al. 2013, §3.4); 0 is off.
     activity_l1: float = 0.0
     # "float32" (both references), "mixed_bfloat16" or "mixed_float16" (with dynamic loss scaling):
@@ -158,6 +160,14 @@ def validate(config: Config) -> None:
         raise ConfigError(f"momentum must be in [0, 1), got {config.momentum}.")
     if config.optimizer == "nesterov" and config.momentum == 0.0:
         raise ConfigError("optimizer='nesterov' needs momentum > 0 (e.g. --set=momentum=0.9).")
+    if not config.omega >= 0.0:
+        raise ConfigError(f"omega must be 0 (off) or positive, got {config.omega}.")
+    if config.omega and config.h_detach:
+        raise ConfigError("omega and h_detach cannot be combined (Ω's step Jacobians assume every "
+                          "h-path is open).")
+    if config.omega and config.precision != "float32":
+        raise ConfigError(f"omega needs precision=float32 (it differentiates the steps twice), got "
+                          f"{config.precision}.")
     if not config.activity_l1 >= 0.0:
         raise ConfigError(f"activity_l1 must be 0 (off) or positive, got {config.activity_l1}.")
     if not 0.0 <= config.h_detach < 1.0:

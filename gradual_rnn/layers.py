@@ -10,7 +10,8 @@ TF1 stores one kernel `[x, h] -> [i, j, f, o]`. These layers keep their weights 
 (`kernel [input, 4 units]`, `recurrent_kernel [units, 4 units]`, gates ordered i, f, c(=j), o) so that
 the same variables feed both paths; `tf1_to_keras_gates` / `keras_to_tf1_gates` map the gate order.
 """
-from typing import Optional, Sequence
+import dataclasses
+from typing import Callable, List, Optional, Sequence
 
 import keras
 import numpy as np
@@ -218,6 +219,16 @@ def _recurrence(projected, cell, hidden, recurrent_kernel, mask, coins, has_mask
     return outputs, (cell, hidden)
 
 
+@dataclasses.dataclass
+class StepTrace:
+    """One layer's window, step by step (see `BasicLSTM.stepwise`): `step(t, (c, h)) -> h_t`, and
+    the c_t and h_t of every step t (outputs, unmasked)."""
+
+    step: Callable
+    cells: List
+    hiddens: List
+
+
 def gpu_available() -> bool:
     """Whether TensorFlow sees a GPU (where `rnn_mode='auto'` picks the cuDNN-eligible path)."""
     return bool(tf.config.list_logical_devices("GPU"))
@@ -328,6 +339,36 @@ class BasicLSTM(keras.layers.Layer):
         cell, hidden = state
         return lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask, detach,
                                self.forget_bias)
+
+    def stepwise(self, inputs, state, recurrent_mask=None):
+        """The basic path stepped with plain TensorFlow ops, every step exposed (for Ω).
+
+        Returns (outputs, (cell, hidden), trace): the values of `call` (float32 only), and a
+        `StepTrace` whose `hiddens[t]` is the tensor h_t itself, so `tape.gradient(cost, hiddens)`
+        gives the total derivatives ∂E/∂h_t, and whose `step(t, (c_{t-1}, h_{t-1}))` recomputes h_t
+        from the unmasked previous output (the mask is applied inside, as in the window).
+        Autodiff of this path is slower than the hand-written one, but differentiable twice.
+        """
+        if self.product_dtype != tf.float32:
+            raise ValueError("BasicLSTM.stepwise (used for Ω) runs in float32 only.")
+        if inputs.shape[1] is None:
+            raise ValueError("BasicLSTM's basic path needs a static number of time steps.")
+        recurrent_kernel = tf.convert_to_tensor(self.recurrent_kernel)
+        projected = tf.einsum("bti,ig->btg", inputs, tf.convert_to_tensor(self.kernel)) + tf.convert_to_tensor(self.bias)
+
+        def step(index, previous):
+            cell, hidden = previous
+            fed = hidden if recurrent_mask is None else hidden * recurrent_mask
+            return lstm_gate_step(projected[:, index], cell, fed, recurrent_kernel, self.forget_bias)[1]
+
+        cell, hidden = state
+        cells, hiddens = [], []
+        for index in range(inputs.shape[1]):
+            cell, output = lstm_gate_step(projected[:, index], cell, hidden, recurrent_kernel, self.forget_bias)
+            cells.append(cell)
+            hiddens.append(output)
+            hidden = output if recurrent_mask is None else output * recurrent_mask
+        return tf.stack(hiddens, axis=1), (cell, hidden), StepTrace(step, cells, hiddens)
 
     def get_config(self):
         config = super().get_config()

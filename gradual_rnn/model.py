@@ -133,21 +133,23 @@ class LanguageModel(keras.Model):
         return self._logits(outputs), new_state
 
     def summed_cost(self, ids, targets, state, depth=None, dropout: Optional[DropoutPlan] = None,
-                    seed=None, masks=None, detach=None, activity=None):
+                    seed=None, masks=None, detach=None, activity=None, trace=None):
         """(`sum(cross-entropy)` of head `depth` against targets `<int>[batch, time]`, new state),
         with the softmax and its gradient fused (`layers.summed_softmax_cost`): what training
-        differentiates. Same arguments as `call`; `activity`, see `top_outputs`."""
-        outputs, new_state = self.top_outputs(ids, state, depth, dropout, seed, masks, detach, activity)
+        differentiates. Same arguments as `call`; `activity` and `trace`, see `top_outputs`."""
+        outputs, new_state = self.top_outputs(ids, state, depth, dropout, seed, masks, detach, activity,
+                                              trace)
         if self.tied_weights:
             return self.head.summed_cost(outputs, self.embedding.embeddings, targets), new_state
         return self.head.summed_cost(outputs, targets), new_state
 
     def top_outputs(self, ids, state, depth=None, dropout: Optional[DropoutPlan] = None, seed=None,
-                    masks=None, detach=None, activity=None):
+                    masks=None, detach=None, activity=None, trace=None):
         """(outputs of layer `depth` after its dropout, `<float>[batch, time, hidden]`, new state).
 
         activity: None, or a list that receives `sum(|h|)` (float32) of each layer's outputs, before
-        dropout, for the L1 activity penalty."""
+        dropout, for the L1 activity penalty. trace: None, or a list that receives each layer's
+        `layers.StepTrace`; the layers then run `BasicLSTM.stepwise` (for Ω; no h-detach)."""
         depth = self.num_layers if depth is None else depth
         if not 1 <= depth <= self.num_layers:
             raise ValueError(f"depth={depth} is outside 1..{self.num_layers}.")
@@ -158,8 +160,13 @@ class LanguageModel(keras.Model):
         for index in range(depth):
             output_mask, state_mask = masks[index] if masks is not None else (None, None)
             layer_detach = None if detach is None else detach[index]
-            outputs, layer_state = self.lstm_layers[index](outputs, state[index], recurrent_mask=state_mask,
-                                                           detach=layer_detach)
+            if trace is not None:
+                outputs, layer_state, layer_trace = self.lstm_layers[index].stepwise(
+                    outputs, state[index], recurrent_mask=state_mask)
+                trace.append(layer_trace)
+            else:
+                outputs, layer_state = self.lstm_layers[index](outputs, state[index],
+                                                               recurrent_mask=state_mask, detach=layer_detach)
             if activity is not None:
                 activity.append(tf.reduce_sum(tf.abs(tf.cast(outputs, tf.float32))))
             outputs = self._drop_output(outputs, index, dropout, seed, output_mask)

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from gradual_rnn import layers as lstm_layers
+from gradual_rnn import techniques
 from gradual_rnn.configs import Config
 from gradual_rnn.model import DropoutPlan, LanguageModel
 
@@ -64,15 +65,36 @@ def window_gradients(model, variables, config: Config, dropout, depth: int, seed
     inputs, targets, state, masks = window
     detach = detach_steps(config, seed, depth, inputs.shape[1])
     activity = [] if config.activity_l1 else None
+    trace = [] if config.omega else None
     with tf.GradientTape() as tape:
-        summed, new_state = model.summed_cost(inputs, targets, state, depth=depth, dropout=dropout,
-                                              seed=seed, masks=masks, detach=detach, activity=activity)
-        cost = summed / tf.cast(batch_size, summed.dtype)
+        with tf.GradientTape() as inner:
+            summed, new_state = model.summed_cost(inputs, targets, state, depth=depth, dropout=dropout,
+                                                  seed=seed, masks=masks, detach=detach, activity=activity,
+                                                  trace=trace)
+            cost = summed / tf.cast(batch_size, summed.dtype)
         objective = cost
         if activity:  # Bengio et al. (2013) §3.4: L1 on the hidden outputs, per sequence like the cost
             objective += config.activity_l1 * tf.add_n(activity) / tf.cast(batch_size, summed.dtype)
+        if trace:
+            objective += config.omega * window_omega(inner, cost, trace)
         scaled = objective if scale is None else objective * scale
     return cost, new_state, tape.gradient(scaled, variables)
+
+
+def window_omega(tape, cost, trace):
+    """Pascanu et al.'s Ω (eq. 9) of one window, summed over the layers: for each layer the mean over
+    steps k = 1..T-1 and sequences of `(||∂E/∂h_{k+1} ∂h_{k+1}/∂h_k|| / ||∂E/∂h_{k+1}|| - 1)²`,
+    ∂E/∂h_{k+1} (total derivatives, from `tape`) held constant, as in the paper. The LSTM's step
+    Jacobian is taken with c_k held fixed (`techniques.vanishing_gradient_regularizer_from_step`)."""
+    hiddens = [hidden for layer in trace for hidden in layer.hiddens]
+    gradients = iter(tape.gradient(cost, hiddens, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+    total = 0.0
+    for layer in trace:
+        layer_gradients = [next(gradients) for _ in layer.hiddens]
+        previous = list(zip(layer.cells[:-1], layer.hiddens[:-1]))
+        total += techniques.vanishing_gradient_regularizer_from_step(
+            lambda index, state, layer=layer: layer.step(index + 1, state), previous, layer_gradients[1:])
+    return total
 
 
 def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer, config: Config,

@@ -368,3 +368,75 @@ def test_activity_l1_adds_the_penalty_gradient_not_to_the_cost():
     moved = [np.abs(tf.convert_to_tensor(extra).numpy()).max()
              for extra, variable in zip(expected, variables) if "lstm" in variable.path]
     assert len(moved) == 6 and min(moved) > 1e-6  # the penalty reaches every LSTM variable
+
+
+def _omega_case(**changes):
+    config = tiny_config(omega=0.5, **changes)
+    model = lm.build_model(config)
+    rng = np.random.RandomState(4)
+    for weight in model.weights:
+        weight.assign(rng.uniform(-0.6, 0.6, weight.shape).astype(np.float32))
+    inputs = tf.constant(rng.randint(0, config.vocab_size, (4, 5)).astype(np.int32))
+    targets = tf.constant(rng.randint(0, config.vocab_size, (4, 5)).astype(np.int32))
+    return config, model, inputs, targets
+
+
+def test_stepwise_trace_equals_the_fast_path():
+    config, model, inputs, targets = _omega_case()
+    state = model.initial_state(4)
+    fast, fast_state = model.summed_cost(inputs, targets, state)
+    trace = []
+    slow, slow_state = model.summed_cost(inputs, targets, state, trace=trace)
+    assert float(slow) == pytest.approx(float(fast), rel=1e-6)
+    assert len(trace) == 2 and len(trace[0].hiddens) == 5
+    for mine, wanted in zip(tf.nest.flatten(slow_state), tf.nest.flatten(fast_state)):
+        np.testing.assert_allclose(mine.numpy(), wanted.numpy(), atol=1e-6)
+
+
+def test_omega_matches_explicit_step_jacobians():
+    """window_omega against Ω built from full Jacobians ∂h_{k+1}/∂h_k (c_k fixed, per sequence)."""
+    config, model, inputs, targets = _omega_case()
+    trace = []
+    with tf.GradientTape(persistent=True) as tape:
+        summed, _ = model.summed_cost(inputs, targets, model.initial_state(4), trace=trace)
+        cost = summed / 4
+    omega = float(training.window_omega(tape, cost, trace))
+    expected = 0.0
+    for layer in trace:
+        gradients = tape.gradient(cost, layer.hiddens)
+        terms = []
+        for k in range(len(layer.hiddens) - 1):
+            previous = layer.hiddens[k]
+            with tf.GradientTape() as jacobian_tape:
+                jacobian_tape.watch(previous)
+                following = layer.step(k + 1, (layer.cells[k], previous))
+            jacobian = jacobian_tape.batch_jacobian(following, previous).numpy()  # [batch, out, in]
+            g = gradients[k + 1].numpy()
+            back = np.einsum("bo,boi->bi", g, jacobian)
+            terms.extend((np.linalg.norm(back, axis=1) / np.linalg.norm(g, axis=1) - 1.0) ** 2)
+        expected += np.mean(terms)
+    assert omega == pytest.approx(expected, rel=1e-4)
+    assert omega > 1e-3
+
+
+def test_omega_changes_gradients_not_cost():
+    config, model, inputs, targets = _omega_case()
+    window = (inputs, targets, model.initial_state(4), None)
+    variables = model.trainable_variables
+    seed = tf.constant([1, 2])
+    cost, _, plain = training.window_gradients(model, variables, tiny_config(), None, 2, seed, window, 4)
+    omega_cost, _, regularized = training.window_gradients(model, variables, config, None, 2, seed, window, 4)
+    assert float(omega_cost) == pytest.approx(float(cost), rel=1e-6)
+    kernel = [index for index, variable in enumerate(variables) if "recurrent_kernel" in variable.path][0]
+    difference = np.abs(tf.convert_to_tensor(regularized[kernel]) - tf.convert_to_tensor(plain[kernel])).max()
+    assert difference > 1e-5
+    assert all(np.all(np.isfinite(tf.convert_to_tensor(g).numpy())) for g in regularized)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(h_detach=0.5), "omega and h_detach cannot be combined"),
+    (dict(precision="mixed_bfloat16"), "omega needs precision=float32"),
+])
+def test_omega_refuses_what_it_cannot_do(changes, message):
+    with pytest.raises(configs.ConfigError, match=message):
+        tiny_config(omega=0.5, **changes)
