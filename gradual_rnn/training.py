@@ -6,6 +6,7 @@ Gradients are clipped by their global norm, then a plain SGD step (unless anothe
 for). Perplexity of a pass: `exp(total negative log-likelihood / number of scored tokens)`, which is
 the references' `exp(sum of window costs / (windows * num_steps))`.
 """
+import contextlib
 import dataclasses
 import math
 from typing import List, Optional
@@ -67,7 +68,7 @@ def window_gradients(model, variables, config: Config, dropout, depth: int, seed
     activity = [] if config.activity_l1 else None
     trace = [] if config.omega else None
     with tf.GradientTape() as tape:
-        with tf.GradientTape() as inner:
+        with tf.GradientTape() if trace is not None else contextlib.nullcontext() as inner:
             summed, new_state = model.summed_cost(inputs, targets, state, depth=depth, dropout=dropout,
                                                   seed=seed, masks=masks, detach=detach, activity=activity,
                                                   trace=trace)
