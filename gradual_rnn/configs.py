@@ -75,6 +75,12 @@ class Config:
     h_detach: float = 0.0  # probability per time step of blocking the h-path gradient (Kanuparthi et al.)
     # Weight of Pascanu et al.'s vanishing-gradient regularizer Ω over every layer's steps; 0 is off.
     omega: float = 0.0
+    # Chernodub & Nowicki's sampling-based gradient regularization (Algorithm 1), extended to the
+    # stacked LSTM: δ(t) = ∂E/∂h_t of all layers, h = num_steps - 1, W_rec = the recurrent kernels.
+    sampling: bool = False
+    q_min: float = -1.0
+    q_max: float = 1.0
+    sampling_convention: str = "text"
     # L1 penalty weight on every layer's outputs h, per sequence (Bengio et al. 2013, §3.4); 0 is off.
     activity_l1: float = 0.0
     # "float32" (both references), "mixed_bfloat16" or "mixed_float16" (with dynamic loss scaling):
@@ -168,6 +174,15 @@ def validate(config: Config) -> None:
     if config.omega and config.precision != "float32":
         raise ConfigError(f"omega needs precision=float32 (it differentiates the steps twice), got "
                           f"{config.precision}.")
+    if config.sampling:
+        _check_choice("sampling_convention", config.sampling_convention, ("text", "printed"))
+        if config.q_min > config.q_max:
+            raise ConfigError(f"q_min={config.q_min} is above q_max={config.q_max}.")
+        if config.h_detach or config.omega or config.precision != "float32":
+            raise ConfigError("sampling runs in float32 without h_detach and omega (it differentiates "
+                              "the steps twice).")
+        if config.num_steps < 2:
+            raise ConfigError("sampling needs num_steps >= 2 (δ(k) and δ(k-h) are different steps).")
     if not config.activity_l1 >= 0.0:
         raise ConfigError(f"activity_l1 must be 0 (off) or positive, got {config.activity_l1}.")
     if not 0.0 <= config.h_detach < 1.0:

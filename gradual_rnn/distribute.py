@@ -23,7 +23,7 @@ from typing import Optional
 import tensorflow as tf
 
 from gradual_rnn import training
-from gradual_rnn.configs import Config
+from gradual_rnn.configs import Config, ConfigError
 
 
 def make_strategy(num_gpus: int = 0, devices: Optional[list] = None) -> tf.distribute.Strategy:
@@ -69,6 +69,8 @@ def make_distributed_train_step(strategy: tf.distribute.Strategy, model, optimiz
     """A compiled `step(inputs, targets, state, key, masks) -> (cost, state, gradient_norm)` whose
     inputs, state and masks are per-replica values (see `split_rows`); cost is the global window
     cost of SPEC §2, state stays per replica."""
+    if config.sampling:
+        raise ConfigError("sampling (Chernodub & Nowicki's minibatch rule) runs on one device only.")
     variables = model.trainable_variables
     with strategy.scope():
         optimizer.build(variables)

@@ -191,6 +191,7 @@ class _Runner:
         lm.freeze(self.model, phase.frozen_layers)
         plan = lm.DropoutPlan.for_depth(self.config, phase.depth)
         train_step = self._train_step(optimizer, plan, phase.depth)
+        self.sampling_counters = getattr(train_step, "used", None), getattr(train_step, "seen", None)
         self.evaluate = training.make_eval_step(self.model, phase.depth, self.options.jit_compile)
         if arrays is not None:  # optimizer variables are saved only inside a phase
             for variable, key in zip(optimizer.variables, sorted(k for k in arrays if k.startswith("optimizer/"))):
@@ -284,10 +285,13 @@ class _Runner:
         every = max(1, int(epoch_size * self.options.progress_every_fraction))
         if (window + 1) % every == 0 or window + 1 == epoch_size:
             progress = self.progress
-            logging.info("phase %d epoch %d: %3d%% train perplexity %.3f speed %.0f wps", phase.index,
+            used, seen = getattr(self, "sampling_counters", (None, None))
+            sampled = "" if used is None else (f", sampling rule trained on {int(used)} of {int(seen)} "
+                                               f"windows since the phase (re)started")
+            logging.info("phase %d epoch %d: %3d%% train perplexity %.3f speed %.0f wps%s", phase.index,
                          progress.epoch + 1, 100 * (window + 1) // epoch_size,
                          training.perplexity(progress.epoch_nll, progress.epoch_tokens),
-                         progress.epoch_tokens / max(progress.epoch_seconds, 1e-9))
+                         progress.epoch_tokens / max(progress.epoch_seconds, 1e-9), sampled)
 
     def _stop_requested(self) -> bool:
         limit = self.options.stop_after_windows

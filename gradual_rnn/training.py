@@ -110,6 +110,8 @@ def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer,
     variables = model.trainable_variables
     optimizer.build(variables)
     dropout = None if plan.is_identity else plan
+    if config.sampling:
+        return make_sampled_train_step(model, optimizer, config, dropout, depth, jit_compile)
 
     def step(inputs, targets, state, key, masks):
         seed = window_seed(config.seed, key)
@@ -125,6 +127,65 @@ def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer,
         return cost, new_state, gradient_norm
 
     return tf.function(step, jit_compile=jit_compile)
+
+
+def sampled_window(model, variables, config: Config, dropout, depth: int, seed, window, batch_size):
+    """Cost, new state, gradients, and Chernodub & Nowicki's Q and ∂S/∂W_rec of one window.
+
+    δ(t) = ∂E/∂h_t (total derivatives) of the layers' outputs, all layers together; k is the last
+    step of the window and h = num_steps - 1, so δ(k-h) is the first step's. Q = log10(||δ(k)|| /
+    ||δ(k-h)||) (their eq. 16) and S = ½||δ(k-h)||², differentiated with respect to the recurrent
+    kernels (second order, through `BasicLSTM.stepwise`).
+    """
+    inputs, targets, state, masks = window
+    trace = []
+    with tf.GradientTape(persistent=True) as tape:
+        with tf.GradientTape() as inner:
+            summed, new_state = model.summed_cost(inputs, targets, state, depth=depth, dropout=dropout,
+                                                  seed=seed, masks=masks, trace=trace)
+            cost = summed / tf.cast(batch_size, summed.dtype)
+        ends = [layer.hiddens[0] for layer in trace] + [layer.hiddens[-1] for layer in trace]
+        deltas = inner.gradient(cost, ends, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        first, last = tf.concat(deltas[:depth], -1), tf.concat(deltas[depth:], -1)
+        half_square = 0.5 * tf.reduce_sum(tf.square(first))
+    gradients = tape.gradient(cost, variables)
+    kernels = [layer.recurrent_kernel for layer in model.lstm_layers[:depth]]
+    d_kernels = tape.gradient(half_square, kernels, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return cost, new_state, gradients, techniques.q_factor(last, first), d_kernels
+
+
+def make_sampled_train_step(model, optimizer, config: Config, dropout, depth: int, jit_compile: bool):
+    """The train step with Chernodub & Nowicki's Algorithm 1: the clipped update is applied only when
+    `techniques.sampling_rule(Q, dS)` says so. dS = Σ ⟨∂S/∂W_rec, dW_rec⟩ with dW_rec = -lr × the
+    clipped gradient (their Lemma 1, the plain SGD correction). The step function's `used` and
+    `seen` variables count the windows trained on and offered."""
+    variables = model.trainable_variables
+    kernel_ids = {id(layer.recurrent_kernel) for layer in model.lstm_layers[:depth]}
+    kernel_positions = [index for index, variable in enumerate(variables) if id(variable) in kernel_ids]
+    used, seen = tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64)
+
+    def step(inputs, targets, state, key, masks):
+        seed = window_seed(config.seed, key)
+        cost, new_state, gradients, q, d_kernels = sampled_window(
+            model, variables, config, dropout, depth, seed, (inputs, targets, state, masks),
+            tf.shape(inputs)[0])
+        clipped, gradient_norm = clip_gradients(gradients, config.max_grad_norm)
+        rate = tf.cast(tf.convert_to_tensor(optimizer.learning_rate), tf.float32)
+        ds = tf.add_n([tf.reduce_sum(d_kernel * -rate * clipped[position])
+                       for d_kernel, position in zip(d_kernels, kernel_positions)])
+        use = techniques.sampling_rule(q, ds, config.q_min, config.q_max, None, config.sampling_convention)
+
+        def apply():
+            optimizer.apply_gradients(zip(clipped, variables))
+            return tf.constant(1, tf.int64)
+
+        used.assign_add(tf.cond(use, apply, lambda: tf.constant(0, tf.int64)))
+        seen.assign_add(1)
+        return cost, new_state, gradient_norm
+
+    compiled = tf.function(step, jit_compile=jit_compile)
+    compiled.used, compiled.seen = used, seen
+    return compiled
 
 
 def is_plain_sgd(optimizer) -> bool:

@@ -124,3 +124,18 @@ def test_describe_data(tiny_corpus_dir):
     done = run_cli("--model=test", f"--data_path={tiny_corpus_dir}", "--describe_data")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "vocabulary 41, tokens train 2,309" in done.stdout
+
+
+@pytest.mark.parametrize("techniques, logged", [
+    (["--set=omega=0.1", "--set=activity_l1=0.001"], None),
+    (["--set=sampling=true", "--set=q_min=-3", "--set=q_max=3"], "sampling rule trained on"),
+])
+def test_seed_techniques_train_from_the_command_line(tiny_corpus_dir, tmp_path, techniques, logged):
+    save = tmp_path / "run"
+    done = run_cli("--model=test", "--gradual", "--set=num_layers=2", *techniques,
+                   f"--data_path={tiny_corpus_dir}", f"--save_path={save}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((save / "results.json").read_text())
+    assert np.isfinite(results["test_perplexity"])
+    if logged:
+        assert logged in done.stderr

@@ -20,7 +20,8 @@ _TUTORIAL = dict(batch_size=20, vocab_size=10000, embedding_size=None, learning_
                  gradual=False, new_layer_init="random", freeze_lower_layers=False, rnn_mode="auto",
                  test_rule="after_training", test_batch_size=1, test_num_steps=1,
                  best_valid_across_phases=True, seed=123456789, optimizer="sgd", momentum=0.0,
-                 h_detach=0.0, omega=0.0, activity_l1=0.0, precision="float32")
+                 h_detach=0.0, omega=0.0, sampling=False, q_min=-1.0, q_max=1.0,
+                 sampling_convention="text", activity_l1=0.0, precision="float32")
 
 
 def _tutorial(name, init_scale, max_grad_norm, num_layers, num_steps, hidden_size, max_epoch,
@@ -41,7 +42,8 @@ _PAPER = dict(batch_size=20, vocab_size=10000, embedding_size=None, hidden_size=
               mask_refresh="epoch", tied_weights=True, embedding_bias=True, forget_bias=0.0,
               new_layer_init="random", freeze_lower_layers=False, rnn_mode="auto",
               test_rule="at_best_valid", test_batch_size=1, best_valid_across_phases=True,
-              seed=123456789, optimizer="sgd", momentum=0.0, h_detach=0.0, omega=0.0, activity_l1=0.0, precision="float32")
+              seed=123456789, optimizer="sgd", momentum=0.0, h_detach=0.0, omega=0.0, sampling=False, q_min=-1.0, q_max=1.0,
+                 sampling_convention="text", activity_l1=0.0, precision="float32")
 
 
 def _paper(name, num_layers, num_steps, gradual, layer_epochs, max_epochs, keep_output, keep_state):

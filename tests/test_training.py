@@ -370,15 +370,19 @@ def test_activity_l1_adds_the_penalty_gradient_not_to_the_cost():
     assert len(moved) == 6 and min(moved) > 1e-6  # the penalty reaches every LSTM variable
 
 
-def _omega_case(**changes):
-    config = tiny_config(omega=0.5, **changes)
+def _randomized_case(config, seed):
+    """A model of `config` with large random weights, and one random window of 4 x 5."""
     model = lm.build_model(config)
-    rng = np.random.RandomState(4)
+    rng = np.random.RandomState(seed)
     for weight in model.weights:
         weight.assign(rng.uniform(-0.6, 0.6, weight.shape).astype(np.float32))
     inputs = tf.constant(rng.randint(0, config.vocab_size, (4, 5)).astype(np.int32))
     targets = tf.constant(rng.randint(0, config.vocab_size, (4, 5)).astype(np.int32))
     return config, model, inputs, targets
+
+
+def _omega_case(**changes):
+    return _randomized_case(tiny_config(omega=0.5, **changes), 4)
 
 
 def test_stepwise_trace_equals_the_fast_path():
@@ -440,3 +444,96 @@ def test_omega_changes_gradients_not_cost():
 def test_omega_refuses_what_it_cannot_do(changes, message):
     with pytest.raises(configs.ConfigError, match=message):
         tiny_config(omega=0.5, **changes)
+
+
+def _sampling_case(**changes):
+    return _randomized_case(tiny_config(sampling=True, max_grad_norm=50.0, **changes), 6)
+
+
+def test_sampling_q_and_ds_match_direct_and_finite_difference_values():
+    """Q from ∂E/∂h of the first and last steps; dS = ⟨∂S/∂W_rec, ΔW_rec⟩ against a central
+    difference of S = ½||δ(k-h)||² along ΔW_rec."""
+    config, model, inputs, targets = _sampling_case()
+    variables = model.trainable_variables
+    window = (inputs, targets, model.initial_state(4), None)
+    cost, _, gradients, q, d_kernels = training.sampled_window(model, variables, config, None, 2,
+                                                               tf.constant([1, 2]), window, 4)
+    kernels = [layer.recurrent_kernel for layer in model.lstm_layers]
+
+    def deltas():
+        trace = []
+        with tf.GradientTape() as tape:
+            summed, _ = model.summed_cost(inputs, targets, model.initial_state(4), trace=trace)
+            cost = summed / 4
+        ends = [layer.hiddens[0] for layer in trace] + [layer.hiddens[-1] for layer in trace]
+        found = [g.numpy() for g in tape.gradient(cost, ends)]
+        return np.concatenate(found[:2], -1), np.concatenate(found[2:], -1)
+
+    first, last = deltas()
+    assert float(q) == pytest.approx(np.log10(np.linalg.norm(last) / np.linalg.norm(first)), abs=1e-5)
+    directions = [np.random.RandomState(index).normal(size=k.shape).astype(np.float32) * 0.01
+                  for index, k in enumerate(kernels)]
+    analytic = sum(float(tf.reduce_sum(d * direction)) for d, direction in zip(d_kernels, directions))
+    originals = [k.numpy() for k in kernels]
+    values = []
+    for sign in (1.0, -1.0):
+        for kernel, original, direction in zip(kernels, originals, directions):
+            kernel.assign(original + sign * 0.01 * direction)
+        values.append(0.5 * np.sum(deltas()[0].astype(np.float64) ** 2))
+    for kernel, original in zip(kernels, originals):
+        kernel.assign(original)
+    numeric = (values[0] - values[1]) / 0.02
+    assert analytic == pytest.approx(numeric, rel=2e-2)
+    assert abs(analytic) > 0
+
+
+def _sampling_sign_of_ds(config, model, inputs, targets):
+    """The sign of dS = Σ⟨∂S/∂W_rec, -lr g_rec⟩ for this window (no clipping at max_grad_norm 50)."""
+    variables = model.trainable_variables
+    _, _, gradients, _, d_kernels = training.sampled_window(
+        model, variables, config, None, 2, tf.constant([1, 2]),
+        (inputs, targets, model.initial_state(4), None), 4)
+    assert float(tf.linalg.global_norm(gradients)) < config.max_grad_norm
+    by_id = {id(v): g for v, g in zip(variables, gradients)}
+    return np.sign(sum(float(tf.reduce_sum(d * -g)) for d, g in zip(
+        d_kernels, [by_id[id(layer.recurrent_kernel)] for layer in model.lstm_layers])))
+
+
+@pytest.mark.parametrize("convention", ["text", "printed"])
+@pytest.mark.parametrize("q_min, q_max", [(-1e9, 1e9), (1e8, 1e9), (-1e9, -1e8)])
+def test_sampling_step_applies_exactly_when_the_rule_says(convention, q_min, q_max):
+    """Q inside the safe range: the plain clipped step. Q below it (range far above): used iff dS < 0
+    by the text rule (> 0 as printed); Q above it: the reverse. Otherwise the variables stay; the
+    step's counters say which happened."""
+    config, model, inputs, targets = _sampling_case(q_min=q_min, q_max=q_max, sampling_convention=convention)
+    sign = _sampling_sign_of_ds(config, model, inputs, targets)
+    assert sign != 0
+    below, above = q_min > 0, q_max < 0
+    flip = 1 if convention == "text" else -1
+    applied = not (below or above) or (below and sign * flip < 0) or (above and sign * flip > 0)
+    reference = lm.build_model(config)
+    for source, target in zip(model.weights, reference.weights):
+        target.assign(source)
+    optimizer, reference_optimizer = training.make_optimizer(config), training.make_optimizer(config)
+    step = training.make_train_step(model, optimizer, config, lm.DropoutPlan.for_depth(config, 2), 2)
+    plain = training.make_train_step(reference, reference_optimizer, dataclasses.replace(config, sampling=False),
+                                     lm.DropoutPlan.for_depth(config, 2), 2)
+    before = [w.numpy() for w in model.trainable_variables]
+    key = tf.constant([1, 0, 0], tf.int64)
+    cost, _, norm = step(inputs, targets, model.initial_state(4), key, None)
+    plain_cost, _, plain_norm = plain(inputs, targets, reference.initial_state(4), key, None)
+    assert float(cost) == pytest.approx(float(plain_cost), rel=1e-5)
+    assert float(norm) == pytest.approx(float(plain_norm), rel=1e-5)
+    assert int(step.seen) == 1 and int(step.used) == int(applied)
+    for mine, previous, wanted in zip(model.trainable_variables, before, reference.trainable_variables):
+        if applied:
+            np.testing.assert_allclose(mine.numpy(), wanted.numpy(), atol=1e-5)
+        else:
+            np.testing.assert_array_equal(mine.numpy(), previous)
+
+
+def test_sampling_refuses_what_it_cannot_do():
+    with pytest.raises(configs.ConfigError, match="q_min=2.0 is above q_max=1.0"):
+        tiny_config(sampling=True, q_min=2.0)
+    with pytest.raises(configs.ConfigError, match="sampling runs in float32 without h_detach"):
+        tiny_config(sampling=True, h_detach=0.5)
