@@ -45,19 +45,12 @@ def benchmark_config() -> configs.Config:
                                      "keep_state": json.dumps(table)})
 
 
-def train_ids():
-    """The PTB train split as ids (only that split is read, as the peers do)."""
-    path = os.path.join(sources.resolve_data_dir(FLAGS.data_dir, download=False), data.FILE_NAMES["train"])
-    words = data.read_words(path)
-    return data.words_to_ids(words, data.build_vocabulary(words), source=path).ids
-
-
 def training_windows(config: configs.Config, count: int):
     if FLAGS.data == "random":
         ids = np.random.RandomState(0).randint(0, config.vocab_size,
                                                config.batch_size * (count * config.num_steps + 1))
     else:
-        ids = train_ids()
+        ids = data.load_corpus(sources.resolve_data_dir(FLAGS.data_dir, download=False)).train
     inputs, targets = data.window_arrays(ids.astype(np.int32), config.batch_size, config.num_steps)
     return inputs[:count], targets[:count]
 
@@ -80,7 +73,8 @@ def time_training(config: configs.Config):
     words = config.batch_size * config.num_steps
     median = float(np.median(timed))
     return model, dict(wps=words * len(timed) / sum(timed), wps_median_step=words / median,
-                       step_ms_median=1e3 * median, warmup_s=sum(times[:FLAGS.warmup]), last_loss=cost / config.num_steps)
+                       step_ms_median=1e3 * median, warmup_s=sum(times[:FLAGS.warmup]),
+                       last_loss=cost / config.num_steps)
 
 
 def time_evaluation(model, count: int):

@@ -22,6 +22,7 @@ NEW_LAYER_INITS = ("random", "copy_below")
 TEST_RULES = ("after_training", "at_best_valid")
 OPTIMIZERS = ("sgd", "nesterov")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+SAMPLING_CONVENTIONS = ("text", "printed")
 
 
 class ConfigError(ValueError):
@@ -175,7 +176,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"omega needs precision=float32 (it differentiates the steps twice), got "
                           f"{config.precision}.")
     if config.sampling:
-        _check_choice("sampling_convention", config.sampling_convention, ("text", "printed"))
+        _check_choice("sampling_convention", config.sampling_convention, SAMPLING_CONVENTIONS)
         if config.q_min > config.q_max:
             raise ConfigError(f"q_min={config.q_min} is above q_max={config.q_max}.")
         if config.h_detach or config.omega or config.precision != "float32":

@@ -17,11 +17,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from gradual_rnn.configs import PRECISIONS
+
 PACKAGE = "gradual_rnn"
 
 # Mixed precision: variables, the cell state and the softmax stay float32; matrix products (and the
 # activations between layers) use the low-precision type. The names are Keras's dtype policies.
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 _COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
 
 
@@ -56,12 +57,10 @@ def lstm_gate_step(projected_input, cell, hidden, recurrent_kernel, forget_bias)
     Returns the new `(cell, hidden)`, each `[batch, units]`. Gates in Keras order (i, f, c, o).
     The plain, autodiff-able form of one step; `lstm_recurrence` is the fast window form.
     """
-    gates = projected_input + tf.matmul(hidden, recurrent_kernel)
-    input_gate, forget_gate, candidate, output_gate = tf.split(gates, 4, axis=-1)
-    if forget_bias:
-        forget_gate = forget_gate + forget_bias
-    cell = cell * tf.sigmoid(forget_gate) + tf.sigmoid(input_gate) * tf.tanh(candidate)
-    return cell, tf.tanh(cell) * tf.sigmoid(output_gate)
+    input_gate, forget_gate, candidate, output_gate = _gate_activations(
+        projected_input + tf.matmul(hidden, recurrent_kernel), forget_bias)
+    cell = cell * forget_gate + input_gate * candidate
+    return cell, tf.tanh(cell) * output_gate
 
 
 def detach_where(detach, tensor):
@@ -77,6 +76,15 @@ def _gate_activations(gates, forget_bias):
     if forget_bias:
         forget_gate = forget_gate + forget_bias
     return tf.sigmoid(input_gate), tf.sigmoid(forget_gate), tf.tanh(candidate), tf.sigmoid(output_gate)
+
+
+MAX_UNROLLED_STEPS = 8
+
+
+def steps_per_block(num_steps: int) -> int:
+    """Time steps unrolled inside one iteration of the recurrence's graph loop: the largest divisor
+    of `num_steps` up to `MAX_UNROLLED_STEPS`. A window of at most that many steps is one block."""
+    return max(size for size in range(1, min(num_steps, MAX_UNROLLED_STEPS) + 1) if num_steps % size == 0)
 
 
 def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=None, detach=None,
@@ -97,32 +105,16 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
     their sum. Here the backward pass only walks the steps for the gate gradients (elementwise work
     and `dgates R^T`), and the recurrent weight gradient is one large product over all steps,
     `[units, time*batch] x [time*batch, 4 units]`.
+
+    The window runs as a graph loop over blocks of `steps_per_block` unrolled steps, forward and
+    backward: unrolling the whole window runs no faster on a CPU but makes the graph (and the memory
+    TensorFlow holds for it) grow with the window length.
     """
     num_steps = projected.shape[1]
     if num_steps is None:
         raise ValueError("BasicLSTM's basic path needs a static number of time steps.")
-    has_mask = recurrent_mask is not None
-    has_detach = detach is not None
+    has_mask, has_detach = recurrent_mask is not None, detach is not None
     mask = recurrent_mask if has_mask else tf.zeros([0], projected.dtype)
-    coins = detach if has_detach else tf.zeros([0], tf.bool)
-    return _recurrence(projected, cell, hidden, recurrent_kernel, mask, coins, has_mask, has_detach,
-                       float(forget_bias), num_steps)
-
-
-MAX_UNROLLED_STEPS = 8
-
-
-def steps_per_block(num_steps: int) -> int:
-    """Time steps unrolled inside one iteration of the recurrence's graph loop: the largest divisor
-    of `num_steps` up to `MAX_UNROLLED_STEPS`. A window of at most that many steps is one block."""
-    return max(size for size in range(1, min(num_steps, MAX_UNROLLED_STEPS) + 1) if num_steps % size == 0)
-
-
-def _recurrence(projected, cell, hidden, recurrent_kernel, mask, coins, has_mask, has_detach,
-                forget_bias, num_steps):
-    """The window as a graph loop over blocks of `steps_per_block` unrolled steps, forward and
-    backward. Unrolling the whole window instead runs no faster on a CPU but makes the graph (and
-    the memory TensorFlow holds for it) grow with the window length."""
     state_dtype, product_dtype = cell.dtype, recurrent_kernel.dtype
     block = steps_per_block(num_steps)
     num_blocks = num_steps // block
@@ -192,7 +184,7 @@ def _recurrence(projected, cell, hidden, recurrent_kernel, mask, coins, has_mask
 
         def backward(d_outputs, d_cell, d_hidden):
             d_output_blocks = time_major_blocks(tf.cast(d_outputs, state_dtype))
-            coin_blocks = tf.reshape(coins, [num_blocks, block]) if has_detach else None
+            coin_blocks = tf.reshape(detach, [num_blocks, block]) if has_detach else None
             d_gate_array = tf.TensorArray(product_dtype, size=num_blocks)
 
             def backward_block(index, d_cell, d_fed, d_gate_array):
@@ -330,12 +322,16 @@ class BasicLSTM(keras.layers.Layer):
             return outputs, (tf.cast(cell, state[0].dtype), tf.cast(hidden, state[1].dtype))
         return self._basic_call(inputs, state, recurrent_mask, detach)
 
-    def _basic_call(self, inputs, state, recurrent_mask, detach=None):
+    def _projected(self, inputs):
+        """(`x W + b` of every step, `recurrent_kernel`), in the product dtype; static time only."""
         if inputs.shape[1] is None:
             raise ValueError("BasicLSTM's basic path needs a static number of time steps.")
         kernel, recurrent_kernel, bias = (tf.cast(tf.convert_to_tensor(weight), self.product_dtype)
                                           for weight in (self.kernel, self.recurrent_kernel, self.bias))
-        projected = tf.einsum("bti,ig->btg", tf.cast(inputs, self.product_dtype), kernel) + bias
+        return tf.einsum("bti,ig->btg", tf.cast(inputs, self.product_dtype), kernel) + bias, recurrent_kernel
+
+    def _basic_call(self, inputs, state, recurrent_mask, detach=None):
+        projected, recurrent_kernel = self._projected(inputs)
         cell, hidden = state
         return lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask, detach,
                                self.forget_bias)
@@ -351,24 +347,24 @@ class BasicLSTM(keras.layers.Layer):
         """
         if self.product_dtype != tf.float32:
             raise ValueError("BasicLSTM.stepwise (used for Ω) runs in float32 only.")
-        if inputs.shape[1] is None:
-            raise ValueError("BasicLSTM's basic path needs a static number of time steps.")
-        recurrent_kernel = tf.convert_to_tensor(self.recurrent_kernel)
-        projected = tf.einsum("bti,ig->btg", inputs, tf.convert_to_tensor(self.kernel)) + tf.convert_to_tensor(self.bias)
+        projected, recurrent_kernel = self._projected(inputs)
 
-        def step(index, previous):
-            cell, hidden = previous
-            fed = hidden if recurrent_mask is None else hidden * recurrent_mask
-            return lstm_gate_step(projected[:, index], cell, fed, recurrent_kernel, self.forget_bias)[1]
+        def fed(output):
+            return output if recurrent_mask is None else output * recurrent_mask
+
+        def advance(index, cell, fed_hidden):
+            return lstm_gate_step(projected[:, index], cell, fed_hidden, recurrent_kernel, self.forget_bias)
 
         cell, hidden = state
         cells, hiddens = [], []
         for index in range(inputs.shape[1]):
-            cell, output = lstm_gate_step(projected[:, index], cell, hidden, recurrent_kernel, self.forget_bias)
+            cell, output = advance(index, cell, hidden)
             cells.append(cell)
             hiddens.append(output)
-            hidden = output if recurrent_mask is None else output * recurrent_mask
-        return tf.stack(hiddens, axis=1), (cell, hidden), StepTrace(step, cells, hiddens)
+            hidden = fed(output)
+        trace = StepTrace(lambda index, previous: advance(index, previous[0], fed(previous[1]))[1],
+                          cells, hiddens)
+        return tf.stack(hiddens, axis=1), (cell, hidden), trace
 
     def get_config(self):
         config = super().get_config()

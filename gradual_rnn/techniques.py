@@ -29,6 +29,8 @@ from typing import List, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
+from gradual_rnn import configs
+
 
 # --- Gradient-norm clipping (Pascanu et al., Algorithm 1) -------------------------------------------
 
@@ -185,7 +187,7 @@ def srn_ds(unit, projected, states, last_state_gradient, recurrent_update, horiz
     return tf.reduce_sum(tape.gradient(half_square, kernel) * recurrent_update)
 
 
-SAMPLING_CONVENTIONS = ("text", "printed")
+SAMPLING_CONVENTIONS = configs.SAMPLING_CONVENTIONS
 
 
 def sampling_rule(q, ds, q_min: float = -1.0, q_max: float = 1.0, max_abs_ds: Optional[float] = None,

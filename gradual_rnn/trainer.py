@@ -178,6 +178,7 @@ class _Runner:
         self.model: Optional[lm.LanguageModel] = None
         self.guard = None
         self.windows_run = 0
+        self.sampling_counters = (None, None)  # the sampled step's (used, seen), when sampling is on
         self.writer = tf.summary.create_file_writer(os.path.join(store.save_path, "tensorboard"))
         self.valid_windows = data.window_arrays(corpus.valid, config.batch_size, config.num_steps, "valid split")
         self.num_phases = len(make_phases(config))
@@ -285,7 +286,7 @@ class _Runner:
         every = max(1, int(epoch_size * self.options.progress_every_fraction))
         if (window + 1) % every == 0 or window + 1 == epoch_size:
             progress = self.progress
-            used, seen = getattr(self, "sampling_counters", (None, None))
+            used, seen = self.sampling_counters
             sampled = "" if used is None else (f", sampling rule trained on {int(used)} of {int(seen)} "
                                                f"windows since the phase (re)started")
             logging.info("phase %d epoch %d: %3d%% train perplexity %.3f speed %.0f wps%s", phase.index,

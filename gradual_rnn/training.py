@@ -63,23 +63,30 @@ def window_gradients(model, variables, config: Config, dropout, depth: int, seed
     `config.activity_l1`, the gradients are those of cost + the L1 activity penalty; the returned
     cost is the cross-entropy cost alone.
     """
-    inputs, targets, state, masks = window
-    detach = detach_steps(config, seed, depth, inputs.shape[1])
-    activity = [] if config.activity_l1 else None
     trace = [] if config.omega else None
     with tf.GradientTape() as tape:
         with tf.GradientTape() if trace is not None else contextlib.nullcontext() as inner:
-            summed, new_state = model.summed_cost(inputs, targets, state, depth=depth, dropout=dropout,
-                                                  seed=seed, masks=masks, detach=detach, activity=activity,
-                                                  trace=trace)
-            cost = summed / tf.cast(batch_size, summed.dtype)
-        objective = cost
-        if activity:  # Bengio et al. (2013) §3.4: L1 on the hidden outputs, per sequence like the cost
-            objective += config.activity_l1 * tf.add_n(activity) / tf.cast(batch_size, summed.dtype)
+            cost, objective, new_state = _window_cost(model, config, dropout, depth, seed, window,
+                                                      batch_size, trace)
         if trace:
             objective += config.omega * window_omega(inner, cost, trace)
         scaled = objective if scale is None else objective * scale
     return cost, new_state, tape.gradient(scaled, variables)
+
+
+def _window_cost(model, config: Config, dropout, depth: int, seed, window, batch_size, trace=None):
+    """(cost of SPEC §2 divided by `batch_size`, cost + the L1 activity penalty if
+    `config.activity_l1`, new state). trace: see `LanguageModel.top_outputs`."""
+    inputs, targets, state, masks = window
+    activity = [] if config.activity_l1 else None
+    summed, new_state = model.summed_cost(inputs, targets, state, depth=depth, dropout=dropout, seed=seed,
+                                          masks=masks, detach=detach_steps(config, seed, depth, inputs.shape[1]),
+                                          activity=activity, trace=trace)
+    cost = summed / tf.cast(batch_size, summed.dtype)
+    if not activity:
+        return cost, cost, new_state
+    # Bengio et al. (2013) §3.4: L1 on the hidden outputs, per sequence like the cost.
+    return cost, cost + config.activity_l1 * tf.add_n(activity) / tf.cast(batch_size, summed.dtype), new_state
 
 
 def window_omega(tape, cost, trace):
@@ -130,25 +137,24 @@ def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer,
 
 
 def sampled_window(model, variables, config: Config, dropout, depth: int, seed, window, batch_size):
-    """Cost, new state, gradients, and Chernodub & Nowicki's Q and ∂S/∂W_rec of one window.
+    """Cost, new state, gradients (of cost + any L1 activity penalty), and Chernodub & Nowicki's Q
+    and ∂S/∂W_rec of one window.
 
     δ(t) = ∂E/∂h_t (total derivatives) of the layers' outputs, all layers together; k is the last
     step of the window and h = num_steps - 1, so δ(k-h) is the first step's. Q = log10(||δ(k)|| /
     ||δ(k-h)||) (their eq. 16) and S = ½||δ(k-h)||², differentiated with respect to the recurrent
     kernels (second order, through `BasicLSTM.stepwise`).
     """
-    inputs, targets, state, masks = window
     trace = []
     with tf.GradientTape(persistent=True) as tape:
         with tf.GradientTape() as inner:
-            summed, new_state = model.summed_cost(inputs, targets, state, depth=depth, dropout=dropout,
-                                                  seed=seed, masks=masks, trace=trace)
-            cost = summed / tf.cast(batch_size, summed.dtype)
+            cost, objective, new_state = _window_cost(model, config, dropout, depth, seed, window,
+                                                      batch_size, trace)
         ends = [layer.hiddens[0] for layer in trace] + [layer.hiddens[-1] for layer in trace]
         deltas = inner.gradient(cost, ends, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         first, last = tf.concat(deltas[:depth], -1), tf.concat(deltas[depth:], -1)
         half_square = 0.5 * tf.reduce_sum(tf.square(first))
-    gradients = tape.gradient(cost, variables)
+    gradients = tape.gradient(objective, variables)
     kernels = [layer.recurrent_kernel for layer in model.lstm_layers[:depth]]
     d_kernels = tape.gradient(half_square, kernels, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return cost, new_state, gradients, techniques.q_factor(last, first), d_kernels
