@@ -5,6 +5,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from gradual_rnn.nn import cross_entropy
 from gradual_rnn.nn.base import PACKAGE, compute_dtype, uniform_initializer
 
 
@@ -14,7 +15,8 @@ def summed_softmax_cost(outputs, kernel, bias, targets, transposed: bool):
 
     outputs: `<float>[batch, time, units]`; targets: `<int>[batch, time]`. Products run in the dtype
     of outputs and kernel, the softmax in the dtype of bias (float32). The same value and
-    gradients as autodiff of `sparse_softmax_cross_entropy_with_logits`, but the backward pass
+    gradients as autodiff of `sparse_softmax_cross_entropy_with_logits` (bit for bit: see
+    `nn/cross_entropy.py`), but the backward pass
     reuses the `[tokens, vocab]` softmax-minus-one-hot that the forward kernel already produced and
     scales the small products by the incoming scalar instead of the large buffer: one vocabulary-
     sized buffer and one pass over it fewer per window.
@@ -26,8 +28,7 @@ def summed_softmax_cost(outputs, kernel, bias, targets, transposed: bool):
     def fused(outputs, kernel, bias):
         flat = tf.reshape(outputs, [-1, units])
         logits = tf.nn.bias_add(tf.cast(tf.matmul(flat, kernel, transpose_b=transposed), bias.dtype), bias)
-        losses, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
-            features=logits, labels=flat_targets)
+        losses, backprop = cross_entropy.sparse_cross_entropy_and_backprop(logits, flat_targets)
 
         def backward(upstream):
             d_bias = tf.reduce_sum(backprop, axis=0) * upstream

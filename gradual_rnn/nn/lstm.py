@@ -121,8 +121,9 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
         saved = (fed, input_gate, forget_gate, candidate, output_gate, cell, squashed)
         return new_cell, output, output * mask if has_mask else output, saved
 
-    def backward_step(saved, d_output, d_cell, d_fed, coin):
-        """One step back -> (d_gates in the product dtype, d_cell, d_fed into the step before)."""
+    def backward_step(saved, d_output, d_cell, d_fed, coin, recurrent_transposed):
+        """One step back -> (d_gates in the product dtype, d_cell, d_fed into the step before).
+        recurrent_transposed: `R^T`, `[4 units, units]`, made once per window."""
         _, input_gate, forget_gate, candidate, output_gate, previous_cell, squashed = saved
         d_h = d_output + (d_fed * mask if has_mask else d_fed)
         d_cell = d_cell + d_h * output_gate * (1.0 - tf.square(squashed))
@@ -131,7 +132,7 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
             d_cell * previous_cell * forget_gate * (1.0 - forget_gate),
             d_cell * input_gate * (1.0 - tf.square(candidate)),
             d_h * squashed * output_gate * (1.0 - output_gate)], axis=-1), product_dtype)
-        d_fed = product(d_gates, recurrent_kernel, transpose_b=True)
+        d_fed = product(d_gates, recurrent_transposed)
         if has_detach:
             d_fed = tf.where(coin, tf.zeros_like(d_fed), d_fed)
         return d_gates, d_cell * forget_gate, d_fed
@@ -173,6 +174,9 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
             d_output_blocks = time_major_blocks(tf.cast(d_outputs, state_dtype))
             coin_blocks = tf.reshape(detach, [num_blocks, block]) if has_detach else None
             d_gate_array = tf.TensorArray(product_dtype, size=num_blocks)
+            # oneDNN runs `[batch, 4 units] x R^T` about twice as fast from a row-major copy of R^T
+            # as with `transpose_b` at medium and large (docs/performance.md); one copy a window.
+            recurrent_transposed = tf.transpose(recurrent_kernel)
 
             def backward_block(index, d_cell, d_fed, d_gate_array):
                 block_index = num_blocks - 1 - index
@@ -182,7 +186,8 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
                 for step in reversed(range(block)):
                     coin = coin_blocks[block_index, step] if has_detach else None
                     d_gates[step], d_cell, d_fed = backward_step(
-                        [kind[step] for kind in saved], d_steps[step], d_cell, d_fed, coin)
+                        [kind[step] for kind in saved], d_steps[step], d_cell, d_fed, coin,
+                        recurrent_transposed)
                 return index + 1, d_cell, d_fed, d_gate_array.write(block_index, tf.stack(d_gates))
 
             _, d_cell, d_fed, d_gate_array = tf.while_loop(

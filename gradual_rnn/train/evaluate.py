@@ -2,6 +2,7 @@
 import tensorflow as tf
 from absl import logging
 
+from gradual_rnn.nn import cross_entropy
 from gradual_rnn.nn.language_model import LanguageModel
 from gradual_rnn.train import schedules
 
@@ -34,7 +35,7 @@ def make_eval_step(model: LanguageModel, depth: int, jit_compile: bool = False,
 
     def window_nll(inputs, targets, weights, state):
         logits, state = model(inputs, state, depth=depth)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+        losses = cross_entropy.sparse_cross_entropy(logits, targets)
         return tf.cast(tf.reduce_sum(losses * weights), tf.float64), state
 
     def loop(inputs, targets, weights, nll, state):
