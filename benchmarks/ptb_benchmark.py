@@ -1,12 +1,12 @@
-"""Times the package's real training step (and eval step) and prints one JSON line, like the peers
-in `../shared/bench` (same configs, batches, loss, clipping and optimizer), so it can run in their
-interleaved rounds:
+"""Times the package's real training step (and eval step) and prints one JSON line, like the PyTorch
+peer, benchmarks/torch_peer.py (same configs, batches, loss, clipping and optimizer), so the two can
+run in interleaved rounds (benchmarks/run_interleaved.sh):
 
-    PROJECT_CMD="python benchmarks/ptb_benchmark.py" bash ../shared/bench/run_all.sh bench-results
     python benchmarks/ptb_benchmark.py --config small --steps 50 --warmup 5 [--rnn_mode basic] [--jit]
     python benchmarks/ptb_benchmark.py --config test --steps 1000 --warmup 100  # overhead-bound
     python benchmarks/ptb_benchmark.py --config gl8 --steps 100 --warmup 10    # = --config gl --set hidden_size=8
     python benchmarks/ptb_benchmark.py --config test --steps 1024 --warmup 128 --windows_per_call 64
+    python benchmarks/ptb_benchmark.py --config test --steps 2000 --warmup 200 --windows_per_call 0
 
 The timed loop calls the step the way the trainer (`train/epoch.py`) does: the windows are slices of
 the run's `[windows, batch, steps]` NumPy arrays, the variational masks are drawn when due, and
@@ -17,6 +17,14 @@ one graph loop and the K costs and norms are read back once. The trainer falls b
 the step has no `many` (the sampling rule) or masks are drawn for every window, and so does this
 loop. A window's time is its call's time divided by K; the steps and warm-up are rounded up to
 multiples of K, so every timed call has the same K and the compiled loop is traced once.
+
+`--windows_per_call 0` picks K by the trainer's rule (`train/epoch.py`): the first call takes
+FIRST_WINDOWS_PER_CALL windows and compiles; after each later call K becomes the number of windows
+that fill CALL_SECONDS at the speed just measured, at most MAX_WINDOWS_PER_CALL. Here only during
+the warm-up, which does not adapt on the first call of each new K (the call that traces it) and goes
+on, past --warmup if need be, until a call has run at the K it ended with; that K is then fixed
+for the timed windows and reported as `windows_per_call`, and the JSON line's `warmup` is the
+number of windows the warm-up took.
 
 The CPU model and its vector extensions (from /proc/cpuinfo) go to stderr and into the JSON line:
 GEMM and 16-bit speed depend on them (see docs/performance.md).
@@ -38,6 +46,7 @@ from gradual_rnn.data import sources
 from gradual_rnn.nn import dropout as dropout_lib
 from gradual_rnn.nn import language_model as lm
 from gradual_rnn.nn import precision as precision_lib
+from gradual_rnn.train import epoch as epoch_lib
 from gradual_rnn.train import evaluate as evaluation
 from gradual_rnn.train import steps
 
@@ -53,7 +62,8 @@ flags.DEFINE_multi_string("set", [], "Override a config field: --set=name=value 
 flags.DEFINE_integer("steps", 30, "Timed training windows.")
 flags.DEFINE_integer("warmup", 5, "Untimed windows first (tracing and compilation).")
 flags.DEFINE_integer("windows_per_call", 1, "Training windows per compiled call, as the trainer's "
-                     "--windows_per_call (which chooses K itself when 0); here 1 or more.")
+                     "--windows_per_call: K, or 0 to choose K by the trainer's rule during the warm-up "
+                     "and keep it for the timed windows.")
 flags.DEFINE_enum("rnn_mode", "auto", list(configs.RNN_MODES), "LSTM path.")
 flags.DEFINE_boolean("jit", False, "XLA-compile the step.")
 flags.DEFINE_boolean("variational", False, "Variational dropout with a state mask (the GL path) "
@@ -114,11 +124,27 @@ def with_masks(config: configs.Config, plan, carried, window: int):
 
 
 def windows_per_call(config: configs.Config, step) -> int:
-    """K for every call: the flag, or 1 where the trainer runs one window per call."""
+    """K for every call: the flag (0: chosen during the warm-up), or 1 where the trainer runs one
+    window per call."""
     per_window_masks = config.mask_refresh == "batch" and config.dropout_style == "variational"
-    if FLAGS.windows_per_call < 1:
-        raise app.UsageError(f"--windows_per_call must be 1 or more, got {FLAGS.windows_per_call}.")
+    if FLAGS.windows_per_call < 0:
+        raise app.UsageError(f"--windows_per_call must be 0 (automatic) or more, got "
+                             f"{FLAGS.windows_per_call}.")
     return 1 if not hasattr(step, "many") or per_window_masks else FLAGS.windows_per_call
+
+
+def trainer_windows_per_call(seconds_per_window: float) -> int:
+    """The trainer's K after a call that took `seconds_per_window` per window (`train/epoch.py`)."""
+    wanted = round(epoch_lib.CALL_SECONDS / max(seconds_per_window, 1e-6))
+    return max(1, min(epoch_lib.MAX_WINDOWS_PER_CALL, wanted))
+
+
+def windows_needed(per_call: int) -> int:
+    """Training windows the run may use: warm-up and timed windows rounded up to K, or with an
+    automatic K, room for the warm-up's last two calls and the rounding of the timed windows."""
+    if per_call:
+        return sum(-(-count // per_call) * per_call for count in (FLAGS.warmup, FLAGS.steps))
+    return FLAGS.warmup + FLAGS.steps + 3 * epoch_lib.MAX_WINDOWS_PER_CALL
 
 
 def call_windows(step, config, plan, inputs, targets, carried, window: int, count: int):
@@ -138,24 +164,58 @@ def call_windows(step, config, plan, inputs, targets, carried, window: int, coun
     return costs.numpy().tolist(), (state, masks)
 
 
+def run_calls(step, config, plan, inputs, targets, carried, first_window: int, count: int, per_call: int):
+    """Trains `count` windows from `first_window` in calls of `per_call` -> (seconds of each window,
+    its call's time divided by per_call; the last call's costs; carried)."""
+    times, costs = [], []
+    for window in range(first_window, first_window + count, per_call):
+        started = time.perf_counter()
+        costs, carried = call_windows(step, config, plan, inputs, targets, carried, window, per_call)
+        times.extend([(time.perf_counter() - started) / per_call] * per_call)
+    return times, costs, carried
+
+
+def automatic_warmup(step, config, plan, inputs, targets, carried):
+    """The warm-up with K chosen by the trainer's rule -> (windows run, K, seconds, carried).
+
+    Starts at the trainer's first K. A call's time sets the next K, except on the first call at
+    each K (it traces); K stops changing once --warmup windows are done, and one more call runs if
+    the last K has not been called yet, so the timed calls trace nothing."""
+    per_call, traced, window, seconds = epoch_lib.FIRST_WINDOWS_PER_CALL, set(), 0, 0.0
+    while window < FLAGS.warmup or per_call not in traced:
+        count = per_call
+        started = time.perf_counter()
+        _, carried = call_windows(step, config, plan, inputs, targets, carried, window, count)
+        elapsed = time.perf_counter() - started
+        window, seconds = window + count, seconds + elapsed
+        if count in traced and window < FLAGS.warmup:
+            per_call = trainer_windows_per_call(elapsed / count)
+        traced.add(count)
+    return window, per_call, seconds, carried
+
+
 def time_training(config: configs.Config):
     model = lm.build_model(config)
     optimizer = steps.make_optimizer(config)
     plan = dropout_lib.DropoutPlan.for_depth(config, config.num_layers)
     step = steps.make_train_step(model, optimizer, config, plan, config.num_layers, FLAGS.jit)
     per_call = windows_per_call(config, step)
-    warmup, timed_windows = (-(-count // per_call) * per_call for count in (FLAGS.warmup, FLAGS.steps))
-    inputs, targets = training_windows(config, warmup + timed_windows)
-    carried, times, costs = (model.initial_state(config.batch_size), None), [], []
-    for window in range(0, warmup + timed_windows, per_call):
-        started = time.perf_counter()
-        costs, carried = call_windows(step, config, plan, inputs, targets, carried, window, per_call)
-        times.extend([(time.perf_counter() - started) / per_call] * per_call)
-    timed = times[warmup:]
+    inputs, targets = training_windows(config, windows_needed(per_call))
+    carried = (model.initial_state(config.batch_size), None)
+    if per_call:
+        warmup = -(-FLAGS.warmup // per_call) * per_call
+        warmup_times, _, carried = run_calls(step, config, plan, inputs, targets, carried, 0, warmup,
+                                             per_call)
+        warmup_seconds = sum(warmup_times)
+    else:
+        warmup, per_call, warmup_seconds, carried = automatic_warmup(step, config, plan, inputs, targets,
+                                                                     carried)
+    timed_windows = -(-FLAGS.steps // per_call) * per_call
+    timed, costs, _ = run_calls(step, config, plan, inputs, targets, carried, warmup, timed_windows, per_call)
     words = config.batch_size * config.num_steps
     median = float(np.median(timed))
     return model, dict(wps=words * len(timed) / sum(timed), wps_median_step=words / median,
-                       step_ms_median=1e3 * median, warmup_s=sum(times[:warmup]),
+                       step_ms_median=1e3 * median, warmup_s=warmup_seconds,
                        last_loss=costs[-1] / config.num_steps), per_call, timed_windows, warmup
 
 
@@ -197,6 +257,14 @@ def precision_native(config: configs.Config):
     return support.native if support.known else None
 
 
+def call_suffix(per_call: int) -> str:
+    """The implementation name's K: none for one window per call, `_k<K>` for a K given by the flag,
+    `_kauto` for the trainer's rule (whatever K it picked: rounds stay comparable by name)."""
+    if not FLAGS.windows_per_call:
+        return "_kauto"
+    return "" if per_call == 1 else f"_k{per_call}"
+
+
 def main(argv):
     del argv
     config = benchmark_config()
@@ -212,11 +280,12 @@ def main(argv):
         result.update(time_evaluation(model, FLAGS.eval_windows))
     name = "gradual_rnn" + ("_variational" if FLAGS.variational else "") + (
         "" if FLAGS.rnn_mode == "auto" else f"_{FLAGS.rnn_mode}") + ("_xla" if FLAGS.jit else "") + (
-        "" if FLAGS.precision == "float32" else "_" + FLAGS.precision.replace("mixed_", "")) + (
-        "" if per_call == 1 else f"_k{per_call}") + ("_eval" if FLAGS.eval_only else "")
+        "" if FLAGS.precision == "float32" else "_" + FLAGS.precision.replace("mixed_", "")) + call_suffix(
+        per_call) + ("_eval" if FLAGS.eval_only else "")
     output = dict(impl=name, config=FLAGS.config, steps=timed_windows, warmup=warmup, data=FLAGS.data,
                   **({"set": overrides()} if FLAGS.set else {}),
                   words_per_step=config.batch_size * config.num_steps, windows_per_call=per_call,
+                  windows_per_call_rule="trainer" if not FLAGS.windows_per_call else "flag",
                   precision_native=native,
                   cudnn_eligible_layers=sum(lm.cudnn_eligible(model, dropout_lib.sample_masks(
                       config, dropout_lib.DropoutPlan.for_depth(config, config.num_layers), (1, 0, 0), 1))),
