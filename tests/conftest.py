@@ -4,6 +4,12 @@ import os
 import numpy as np
 import pytest
 
+# Two xdist workers share two cores: one compute thread each (and in the processes they start), so
+# TensorFlow's thread pools do not spin against each other. Every comparison in the suite is
+# between runs under the same setting; the golden numbers, recorded with the default two threads,
+# hold bit for bit with one. Set TF_NUM_INTRAOP_THREADS to test another count.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+
 
 def _ptb_dir():
     candidate = os.environ.get("PTB_DATA_DIR")

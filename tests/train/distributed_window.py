@@ -1,5 +1,6 @@
 """Helper run by test_distribute.py in its own process: two logical CPUs must be set up before
-TensorFlow starts. Prints a JSON line comparing one window on two replicas with one device."""
+TensorFlow starts. For each style named on the command line, prints a JSON line comparing one
+window on two replicas with one device."""
 import json
 import sys
 
@@ -53,10 +54,11 @@ def main(style):
                   for a, b in zip(single.weights, lm.build_model(config).weights))
     replica_h = [strategy.experimental_local_results(dist_state[1][1])[r].numpy() for r in range(2)]
     state_difference = float(np.max(np.abs(np.concatenate(replica_h) - new_state[1][1].numpy())))
-    print(json.dumps(dict(replicas=strategy.num_replicas_in_sync, cost=float(cost), dist_cost=float(dist_cost),
+    print(json.dumps(dict(style=style, replicas=strategy.num_replicas_in_sync, cost=float(cost), dist_cost=float(dist_cost),
                           norm=float(norm), dist_norm=float(dist_norm), weight_difference=weight_difference,
                           update_size=changed, state_difference=state_difference)))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    for name in sys.argv[1:]:  # one process for every style: TensorFlow starts once
+        main(name)

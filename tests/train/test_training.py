@@ -217,17 +217,18 @@ def _final_weights(tmp_path, name):
     return checkpoints.read_tensors(store.restore().prefix)
 
 
-@pytest.mark.parametrize("stop_after, techniques", [
-    (130, {}), (9, dict(optimizer="nesterov", momentum=0.9, h_detach=0.3))])
 @pytest.mark.slow
-def test_interrupted_run_resumes_to_identical_numbers(tmp_path, tiny_corpus, stop_after, techniques):
-    """Stopping mid-epoch in phase 1 (9 windows) and in phase 2 (130 windows) then resuming gives
-    bit-identical perplexities and weights: seeds are derived from (phase, epoch, window) and the
-    carried state, masks, LR, history and optimizer slots (momentum) are checkpointed."""
+def test_interrupted_run_resumes_to_identical_numbers(tmp_path, tiny_corpus):
+    """Stopping mid-epoch in phase 2 (130 windows; Nesterov momentum, h-detach, variational masks)
+    then resuming gives bit-identical perplexities and weights: seeds are derived from (phase, epoch,
+    window) and the carried state, masks, LR, history and optimizer slots (momentum) are
+    checkpointed. A stop in phase 1 is resumed by test_windows_per_call.py, a SIGKILL in phase 2 by
+    tests/test_cli.py."""
+    stop_after = 130
     config = tiny_config(vocab_size=tiny_corpus.vocab_size, gradual=True, layer_epochs=1, max_epochs=1,
                          dropout_style="variational", keep_prob_embed=0.8,
                          keep_output=configs.uniform_table(2, 0.7), keep_state=configs.uniform_table(2, 0.8),
-                         **techniques)
+                         optimizer="nesterov", momentum=0.9, h_detach=0.3)
     assert ptb.epoch_size(len(tiny_corpus.train), 4, 5) == 115
     straight = _run(tmp_path, tiny_corpus, config, "straight")
     with pytest.raises(trainer.Interrupted):
