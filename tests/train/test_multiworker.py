@@ -11,7 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from gradual_rnn.train import checkpoint
+from gradual_rnn import configs
+from gradual_rnn.data import ptb
+from gradual_rnn.train import checkpoint, loop
+from gradual_rnn.train.session import RunOptions
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "ptb_word_lm.py")
 
@@ -66,24 +69,24 @@ def _epochs_done(save_path):
         return 0
 
 
-@pytest.mark.slow
-def test_two_workers_train_identically_and_survive_a_kill(tiny_corpus_dir, tmp_path):
-    straight = tmp_path / "straight"
-    straight.mkdir()
-    assert _wait(_start_workers(straight, tiny_corpus_dir, _free_ports(2))) == [0, 0], \
-        (straight / "worker_0.log").read_text()[-3000:]
-    first, second = _weights(straight / "worker_0"), _weights(straight / "worker_1")
-    assert len(first) == 6
-    for key in first:
-        np.testing.assert_array_equal(first[key], second[key])
-    results = json.loads((straight / "worker_0" / "results.json").read_text())
-    assert len(results["rows"]) == 3
+def _single_device_run(corpus_dir, save_path):
+    """The workers' run in this process on one device: the same global batch, the same seeds."""
+    corpus = ptb.load_corpus(corpus_dir)
+    config = configs.override(configs.get_config("test"), {"hidden_size": "8", "num_steps": "5", "max_epochs": "3",
+                                                           "vocab_size": str(corpus.vocab_size)})
+    results = loop.train(config, RunOptions(data_dir="", save_path=str(save_path)), corpus)
+    return results, _weights(save_path)
 
-    killed = tmp_path / "killed"
-    killed.mkdir()
-    processes = _start_workers(killed, tiny_corpus_dir, _free_ports(2), ["--collective_timeout_seconds=10"])
+
+@pytest.mark.slow
+def test_two_workers_survive_a_kill_and_resume_to_the_one_device_result(tiny_corpus_dir, tmp_path):
+    """A worker killed after its first epoch: the other stops within the collective timeout; the
+    same command on both resumes from their newest common checkpoint. The resumed workers hold the
+    same weights, bit for bit, and equal a one-device run of the same global batch up to the
+    all-reduce's summation order."""
+    processes = _start_workers(tmp_path, tiny_corpus_dir, _free_ports(2), ["--collective_timeout_seconds=10"])
     deadline = time.time() + 240
-    while time.time() < deadline and _epochs_done(killed / "worker_1") < 1:
+    while time.time() < deadline and _epochs_done(tmp_path / "worker_1") < 1:
         time.sleep(0.05)
     processes[1].send_signal(signal.SIGKILL)
     processes[1].wait()
@@ -91,21 +94,28 @@ def test_two_workers_train_identically_and_survive_a_kill(tiny_corpus_dir, tmp_p
     # The survivor's next all-reduce waits for the dead peer at most 10 s, then the run stops.
     assert _wait(processes[:1], timeout=120) != [0]
     assert time.time() - lost < 120
-    survivor_log = (killed / "worker_0.log").read_text()
+    survivor_log = (tmp_path / "worker_0.log").read_text()
     assert "PeerLost: a collective waited more than --collective_timeout_seconds" in survivor_log
     assert "Traceback" not in survivor_log
-    assert 1 <= _epochs_done(killed / "worker_1") < 3
+    assert 1 <= _epochs_done(tmp_path / "worker_1") < 3
     # Worker 0 "died while writing": its newest checkpoint is gone, so it is an epoch behind worker 1
     # and the restarted workers must agree on the older point.
-    if _epochs_done(killed / "worker_0") >= _epochs_done(killed / "worker_1"):
-        for path in glob.glob(_newest(killed / "worker_0") + ".*"):
+    if _epochs_done(tmp_path / "worker_0") >= _epochs_done(tmp_path / "worker_1"):
+        for path in glob.glob(_newest(tmp_path / "worker_0") + ".*"):
             os.remove(path)
-    assert _epochs_done(killed / "worker_0") < _epochs_done(killed / "worker_1")
-    assert _wait(_start_workers(killed, tiny_corpus_dir, _free_ports(2))) == [0, 0], \
-        (killed / "worker_0.log").read_text()[-3000:]
-    assert "Restored" in (killed / "worker_1.log").read_text()
-    assert "resuming from that point" in (killed / "worker_1.log").read_text()
-    resumed = json.loads((killed / "worker_0" / "results.json").read_text())
-    assert resumed["test_perplexity"] == pytest.approx(results["test_perplexity"], rel=1e-5)
-    for key, value in _weights(killed / "worker_0").items():
-        np.testing.assert_allclose(value, first[key], rtol=1e-5, atol=1e-6)
+    assert _epochs_done(tmp_path / "worker_0") < _epochs_done(tmp_path / "worker_1")
+    assert _wait(_start_workers(tmp_path, tiny_corpus_dir, _free_ports(2))) == [0, 0], \
+        (tmp_path / "worker_0.log").read_text()[-3000:]
+    assert "Restored" in (tmp_path / "worker_1.log").read_text()
+    assert "resuming from that point" in (tmp_path / "worker_1.log").read_text()
+
+    first, second = _weights(tmp_path / "worker_0"), _weights(tmp_path / "worker_1")
+    assert len(first) == 6
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+    resumed = json.loads((tmp_path / "worker_0" / "results.json").read_text())
+    assert len(resumed["rows"]) == 3
+    expected, expected_weights = _single_device_run(tiny_corpus_dir, tmp_path / "one_device")
+    assert resumed["test_perplexity"] == pytest.approx(expected["test_perplexity"], rel=1e-5)
+    for key, value in first.items():
+        np.testing.assert_allclose(value, expected_weights[key], rtol=1e-5, atol=1e-6)
