@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from gradual_rnn.train.legacy_layout import legacy_folders  # noqa: F401  (checkpoint.legacy_folders)
 from gradual_rnn.configs import Config, ConfigError
 from gradual_rnn.nn import language_model as lm
 
@@ -258,12 +259,6 @@ def check_readable(prefix: str) -> Progress:
 
 
 READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, tf.errors.OpError)
-
-
-def legacy_folders(save_path: str) -> List[str]:
-    """Checkpoint folders in the 0.1.0 format (`checkpoints/ckpt-NNNNNN/arrays.npz`, `best/arrays.npz`)."""
-    directory = os.path.join(save_path, "checkpoints")
-    return sorted(os.path.dirname(path) for path in glob.glob(os.path.join(glob.escape(directory), "*", "arrays.npz")))
 
 
 # ----- the store of one run -----

@@ -12,7 +12,7 @@ from typing import Dict, List
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import logging
 
 from gradual_rnn.configs import Config
 from gradual_rnn.nn import language_model as lm
@@ -97,21 +97,12 @@ def upgrade_run(save_path: str) -> List[str]:
     return folders
 
 
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def upgrade_folder_command(save_path: str) -> None:
+    """`python -m gradual_rnn.upgrade_run`, after its TensorFlow-free checks: converts, prints one JSON
+    line, or exits with one line."""
     try:
-        converted = upgrade_run(FLAGS.save_path)
+        converted = upgrade_run(save_path)
     except (checkpoint.CheckpointError, OSError, ValueError) as error:
         raise SystemExit(f"{type(error).__name__}: {error}") from None
-    print(json.dumps(dict(save_path=FLAGS.save_path, converted=[os.path.basename(f) for f in converted],
-                          kept_in=os.path.join(FLAGS.save_path, "checkpoints", KEPT_FOLDER))))
-
-
-def run_main():
-    flags.DEFINE_string("save_path", None, "The --save_path of a run written by gradual_rnn 0.1.0.")
-    flags.mark_flag_as_required("save_path")
-    app.run(main)
+    print(json.dumps(dict(save_path=save_path, converted=[os.path.basename(f) for f in converted],
+                          kept_in=os.path.join(save_path, "checkpoints", KEPT_FOLDER))))

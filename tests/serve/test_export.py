@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_corpus
+from serve.test_generate import options as generate_options
 from gradual_rnn import configs
 from gradual_rnn.data import ptb
 from gradual_rnn.nn import language_model as lm
@@ -246,23 +247,22 @@ def test_scoring_matches_the_model_in_both_modes(run):
     assert carried.total_perplexity == pytest.approx(np.exp(stream.mean()), rel=1e-5)
 
 
-def test_cli_scores_and_generates(run, tmp_path):
+def test_generate_commands_score_and_generate_from_the_trained_export(run, tmp_path, capsys, caplog):
+    """`generate score` and `generate generate` on the export of a real training run, called as the
+    command calls them (the real process: tests/serve/test_generate.py)."""
     text = tmp_path / "text.txt"
     text.write_text("w1 w2 zzz\nw3 w4\n")
-    scoring = start_module("gradual_rnn.generate", "score", f"--export_dir={run.export_dir}",
-                           f"--text_file={text}")
-    generating = start_module("gradual_rnn.generate", "generate", f"--export_dir={run.export_dir}",
-                              "--prompt=w1 w2", "--num_words=8", "--temperature=0.7", "--top_k=5", "--seed=4")
-    scored, generated = finish(scoring), finish(generating)
-    assert scored.returncode == 0, scored.stderr[-3000:]
-    assert "sentences 2, tokens 7 (words and <eos>), words mapped to <unk>: 1" in scored.stdout
-    assert "1 words not in the vocabulary were mapped to <unk>" in scored.stderr
+    generate._score_command(generate_options(run.export_dir, text_file=str(text)))
+    scored = capsys.readouterr().out
+    assert "sentences 2, tokens 7 (words and <eos>), words mapped to <unk>: 1" in scored
+    assert "1 words not in the vocabulary were mapped to <unk>" in caplog.text
     exported = generate.load_export(run.export_dir)
     total = generate.score_sentences(exported, [["w1", "w2", "zzz", "<eos>"], ["w3", "w4", "<eos>"]])
-    assert f"total perplexity {total.total_perplexity:.3f}" in scored.stdout
-    assert generated.returncode == 0, generated.stderr[-3000:]
+    assert f"total perplexity {total.total_perplexity:.3f}" in scored
+    generate._generate_command(generate_options(run.export_dir, prompt="w1 w2", num_words=8, temperature=0.7,
+                                                top_k=5, seed=4))
     words, _ = generate.generate_words(exported, "w1 w2", 8, temperature=0.7, top_k=5, seed=4)
-    assert generated.stdout.strip() == generate.render(["w1", "w2"] + words).strip()
+    assert capsys.readouterr().out.strip() == generate.render(["w1", "w2"] + words).strip()
     assert generate.render(["a", "<eos>", "b", "c"]) == "a\nb c"
 
 

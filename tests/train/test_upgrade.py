@@ -69,7 +69,15 @@ def test_upgrade_command_line(legacy):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["converted"] == [
         "best", "ckpt-000009", "ckpt-000010", "ckpt-000011"]
-    again = subprocess.run([sys.executable, "-m", "gradual_rnn.upgrade_run", f"--save_path={save_path}"],
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode != 0 and "holds no checkpoint in the 0.1.0 format" in again.stderr
-    assert "Traceback" not in again.stderr
+    # Nothing left to convert, or no run folder: one line, before TensorFlow loads (it would print
+    # its start-up lines and take seconds).
+    for folder, message in ((save_path, "holds no checkpoint in the 0.1.0 format; nothing to do."),
+                            (os.path.join(save_path, "nowhere"), "it is not the --save_path of a training run.")):
+        again = subprocess.run([sys.executable, "-c", "import sys; from gradual_rnn import upgrade_run; "
+                                "sys.argv = ['upgrade_run', '--save_path=' + sys.argv[1]]; "
+                                "code = 0\ntry: upgrade_run.run_main()\nexcept SystemExit as e: code = e.code\n"
+                                "assert 'tensorflow' not in sys.modules; sys.exit(code)", str(folder)],
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode != 0 and again.stderr.strip().splitlines()[-1].endswith(message), again.stderr
+        assert again.stderr.strip().splitlines()[-1].startswith("CheckpointError: ")
+        assert "Traceback" not in again.stderr
