@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import weakref
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -48,17 +47,12 @@ from gradual_rnn.data import ptb
 from gradual_rnn.nn import language_model as lm
 from gradual_rnn.nn.lstm import keras_to_tf1_gates, tf1_to_keras_gates
 from gradual_rnn.serve import export
+from gradual_rnn.serve.tf1_command import CELLS, Tf1CheckpointError
 from gradual_rnn.train import checkpoint as run_checkpoint
 
 PROGRAMS = ("tutorial", "gl")
-CELLS = ("basic", "block")
-COMMANDS = ("evaluate", "export", "start", "write")
 EVAL_CHUNK_TOKENS = 2048
 CHECKPOINT_STATE_FILE = "checkpoint"
-
-
-class Tf1CheckpointError(ValueError):
-    """A path that holds no TF1 checkpoint, or one whose variables do not form a model we know."""
 
 
 # ----- the two programs' names -----
@@ -720,65 +714,21 @@ def write_run_checkpoint(save_path: str, prefix: str, which: str = "best", progr
                 source=dict(save_path=os.path.abspath(save_path), checkpoint=chosen.name, depth=depth))
 
 
-# ----- command line -----
-def define_flags(values: flags.FlagValues) -> flags.FlagValues:
-    """The commands' flags, in their own FlagValues (no clash with other modules' global flags)."""
-    define = dict(flag_values=values)
-    flags.DEFINE_string("checkpoint", None, "A TF1 checkpoint: its prefix, or a folder (newest).", **define)
-    flags.DEFINE_string("data_path", None, "Folder with ptb.{train,valid,test}.txt.", **define)
-    for name, text in (("batch_size", "Valid batch size (the training B)."),
-                       ("num_steps", "Valid window length (the training n)."),
-                       ("test_batch_size", "Test batch size."), ("test_num_steps", "Test window length."),
-                       ("valid_tokens", "Score only the first K ids of ptb.valid.txt."),
-                       ("test_tokens", "Score only the first K ids of ptb.test.txt."),
-                       ("depth", "export: layers 1..depth with head depth (default: all)."),
-                       ("phase", "start: the phase the new run starts at.")):
-        flags.DEFINE_integer(name, None, text, **define)
-    flags.DEFINE_string("export_dir", None, "export: the folder to write.", **define)
-    flags.DEFINE_string("save_path", None, "start: a new run folder; write: the run to read.", **define)
-    flags.DEFINE_string("model", None, "start: the config name (default: small / gl by program).", **define)
-    flags.DEFINE_multi_string("set", [], "start: a config override name=value (repeatable).", **define)
-    flags.DEFINE_float("forget_bias", 0.0, "The forget bias the program added (both use 0.0).", **define)
-    flags.DEFINE_string("output", None, "write: the TF1 checkpoint prefix to write.", **define)
-    flags.DEFINE_string("run_checkpoint", "best", "write: best, latest or ckpt-N of --save_path.", **define)
-    flags.DEFINE_string("program", None, "write: tutorial or gl (default: gl if tied).", **define)
-    flags.DEFINE_enum("cell", "basic", list(CELLS), "write: the tutorial's rnn_mode names.", **define)
-    flags.DEFINE_boolean("auxiliary", True, "write: also the program's non-model variables.", **define)
-    return values
-
-
-def parse_command_line(argv: Sequence[str], with_absl_flags: bool = False):
-    """(positional arguments, FlagValues) of the tf1 command."""
-    return command_line.parse(define_flags, argv, with_absl_flags)
-
-
-def _required(values: flags.FlagValues, names: Sequence[str], command: str) -> None:
-    missing = [f"--{name}" for name in names if values[name].value is None]
-    if missing:
-        raise app.UsageError(f"{command} needs {', '.join(missing)}.")
-
-
+# ----- the commands (their command line: gradual_rnn.serve.tf1_command) -----
 def run_evaluate(values: flags.FlagValues) -> Dict:
-    _required(values, ("checkpoint", "data_path", "batch_size", "num_steps", "test_batch_size",
-                       "test_num_steps"), "evaluate")
     settings = EvalSettings(values.batch_size, values.num_steps, values.test_batch_size, values.test_num_steps,
                             values.valid_tokens, values.test_tokens)
-    for name in ("batch_size", "num_steps", "test_batch_size", "test_num_steps"):
-        if getattr(settings, name) < 1:
-            raise app.UsageError(f"--{name} must be at least 1, got {getattr(settings, name)}.")
     imported = import_checkpoint(values.checkpoint, forget_bias=values.forget_bias)  # before reading PTB
     return evaluate_imported(imported, ptb.load_corpus(values.data_path), settings)
 
 
 def run_export(values: flags.FlagValues) -> Dict:
-    _required(values, ("checkpoint", "data_path", "export_dir"), "export")
     imported = import_checkpoint(values.checkpoint, forget_bias=values.forget_bias)
     metadata = export_imported(imported, values.data_path, values.export_dir, values.depth)
     return dict(export_dir=values.export_dir, depth=metadata["depth"], source=metadata["source"]["tf1_checkpoint"])
 
 
 def run_start(values: flags.FlagValues) -> Dict:
-    _required(values, ("checkpoint", "save_path"), "start")
     checkpoint = read_tf1_checkpoint(values.checkpoint)
     config_name = values.model or default_config_name(checkpoint.program)
     imported = import_checkpoint(checkpoint.prefix, config_name, command_line.assignments(values.set), values.forget_bias)
@@ -789,35 +739,15 @@ def run_start(values: flags.FlagValues) -> Dict:
 
 
 def run_write(values: flags.FlagValues) -> Dict:
-    _required(values, ("save_path", "output"), "write")
     return write_run_checkpoint(values.save_path, values.output, values.run_checkpoint, values.program,
                                 values.cell, values.auxiliary)
 
 
-_RUNNERS = dict(evaluate=run_evaluate, export=run_export, start=run_start, write=run_write)
-
-
-_EXPECTED_ERRORS = (Tf1CheckpointError, ptb.DataError, ConfigError, app.UsageError, export.ExportError,
-                    run_checkpoint.CheckpointError)
-
-
-def main(parsed) -> None:
-    """Runs one command and prints its result as one JSON line; expected failures exit with one line."""
-    arguments, values = parsed
-    command = arguments[1] if len(arguments) > 1 else None
-    try:
-        if command not in _RUNNERS or len(arguments) > 2:
-            raise app.UsageError(f"Expected one command of {', '.join(COMMANDS)}; got {arguments[1:] or 'none'}.")
-        result = _RUNNERS[command](values)
-    except _EXPECTED_ERRORS as error:
-        message = (str(error).strip().splitlines() or [""])[0]
-        sys.exit(f"{type(error).__name__}: {message}")
-    print(json.dumps(result))
-
-
-def run_main() -> None:
-    command_line.run(main, define_flags)
+RUNNERS = dict(evaluate=run_evaluate, export=run_export, start=run_start, write=run_write)
+EXPECTED_ERRORS = (Tf1CheckpointError, ptb.DataError, ConfigError, app.UsageError, export.ExportError,
+                   run_checkpoint.CheckpointError)
 
 
 if __name__ == "__main__":
+    from gradual_rnn.serve.tf1_command import run_main
     run_main()

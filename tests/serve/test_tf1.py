@@ -14,6 +14,7 @@ import tensorflow as tf
 from gradual_rnn import configs
 from gradual_rnn.data import ptb
 from gradual_rnn.serve import tf1
+from gradual_rnn.serve import tf1_command
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures",
                         "tf1_checkpoints")
@@ -281,7 +282,7 @@ def test_paths_that_are_no_checkpoint_are_refused(tmp_path):
 
 # ----- the command line, in this process (one subprocess test below) -----
 def run_command(*arguments):
-    tf1.main(tf1.parse_command_line(["gradual_rnn.tf1", *arguments]))
+    tf1_command.main(tf1_command.parse_command_line(["gradual_rnn.tf1", *arguments]))
 
 
 def evaluate_arguments(folder, prefix, ptb_dir):
@@ -322,6 +323,25 @@ def test_bad_command_lines_exit_with_one_line(ptb_dir, tmp_path):
         with pytest.raises(SystemExit) as raised:
             run_command(*arguments)
         assert str(raised.value.code).startswith(message) and "\n" not in str(raised.value.code)
+
+
+def test_a_bad_command_line_is_refused_before_tensorflow_loads(tmp_path):
+    """Unknown command, missing flags, a bad window size, a checkpoint path that names nothing: one
+    line each, from a process that never imports TensorFlow."""
+    cases = [(["rename"], "UsageError: Expected one command of evaluate, export, start, write; got ['rename']."),
+             (["export", "--checkpoint=x"], "UsageError: export needs --data_path, --export_dir."),
+             (["evaluate", "--checkpoint=x", "--data_path=d", "--batch_size=0", "--num_steps=1",
+               "--test_batch_size=1", "--test_num_steps=1"], "UsageError: --batch_size must be at least 1, got 0."),
+             (["start", f"--checkpoint={tmp_path / 'none'}", "--save_path=run"],
+              f"Tf1CheckpointError: {tmp_path / 'none'} is no checkpoint: there is no {tmp_path / 'none'}.index")]
+    script = ("import sys\nfrom gradual_rnn.serve import tf1_command\ncode = 0\n"
+              "try: tf1_command.main(tf1_command.parse_command_line(sys.argv))\n"
+              "except SystemExit as error: code = error.code\n"
+              "assert 'tensorflow' not in sys.modules\nsys.exit(code)")
+    for arguments, message in cases:
+        done = subprocess.run([sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith(message)
 
 
 @pytest.mark.slow
