@@ -162,6 +162,9 @@ def run():
     if FLAGS.windows_per_call < 0:
         raise configs.ConfigError(f"--windows_per_call must be 0 (choose) or more, got {FLAGS.windows_per_call}.")
     config = build_config()
+    save_path = FLAGS.save_path or default_save_path(config)
+    if os.path.exists(save_path) and not os.path.isdir(save_path):
+        raise configs.ConfigError(f"--save_path {os.path.abspath(save_path)} exists and is not a directory.")
     data_dir = sources.resolve_data_dir(FLAGS.data_path, download=FLAGS.download)
     corpus = ptb.load_corpus(data_dir, map_unknown_to_unk=FLAGS.map_unknown_to_unk)
     logging.info("PTB from %s: %s", data_dir, ptb.describe(corpus))
@@ -180,7 +183,7 @@ def run():
 
     # Created before any other TensorFlow op runs (MultiWorkerMirroredStrategy needs that).
     strategy = distribute.make_strategy(FLAGS.num_gpus, timeout_seconds=FLAGS.collective_timeout_seconds)
-    options = loop.RunOptions(data_dir=data_dir, save_path=FLAGS.save_path or default_save_path(config),
+    options = loop.RunOptions(data_dir=data_dir, save_path=save_path,
                               jit_compile=FLAGS.jit, checkpoint_every_windows=FLAGS.checkpoint_every_windows,
                               progress_every_seconds=FLAGS.progress_every_seconds,
                               summary_every_windows=FLAGS.summary_every_windows,

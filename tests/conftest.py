@@ -55,3 +55,9 @@ def random_corpus(directory, seed, num_words, sentence_counts):
 def tiny_corpus_dir(tmp_path):
     """A seeded random corpus of 40 words, big enough for the test config and a few windows."""
     return random_corpus(tmp_path / "corpus", 0, 40, (300, 40, 40))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long tests (marked slow) first: two workers that start on them and end on the quick ones
+    finish together, instead of one waiting on a 30-second test that came last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

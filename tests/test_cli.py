@@ -42,12 +42,22 @@ def test_bad_flags_fail_clearly(tiny_corpus_dir, tmp_path, arguments, message):
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.slow
-def test_save_path_that_is_a_file_fails_clearly(tiny_corpus_dir, tmp_path):
+def test_save_path_that_is_a_file_fails_clearly_before_tensorflow_loads(tiny_corpus_dir, tmp_path):
     (tmp_path / "taken").write_text("not a folder")
-    done = run_cli("--model=test", f"--data_path={tiny_corpus_dir}", f"--save_path={tmp_path / 'taken'}")
-    assert done.returncode != 0 and "exists and is not a directory" in done.stderr
-    assert "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, SCRIPT, "--model=test", f"--data_path={tiny_corpus_dir}",
+                           f"--save_path={tmp_path / 'taken'}"], capture_output=True, text=True, timeout=120,
+                          env=_without_tensorflow(tmp_path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (f"ConfigError: --save_path {tmp_path / 'taken'} exists and "
+                                                     f"is not a directory.")
+
+
+def _without_tensorflow(tmp_path):
+    """An environment in which `import tensorflow` fails, to show that a check runs before it."""
+    stub = tmp_path / "stub"
+    stub.mkdir(exist_ok=True)
+    (stub / "tensorflow.py").write_text("raise ImportError('TensorFlow was imported')\n")
+    return dict(os.environ, PYTHONPATH=f"{stub}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
 
 
 def test_missing_data_names_the_flag(tmp_path):
@@ -93,8 +103,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_corpus_dir, tmp_pat
     config = configs.override(configs.get_config("test"), dict(
         gradual="True", num_layers="2", hidden_size="8", num_steps="5", max_epochs="2", layer_epochs="1",
         vocab_size=str(corpus.vocab_size)))  # the command sets it from the corpus
-    first = loop.train(config, RunOptions(data_dir="", save_path=str(tmp_path / "straight"),
-                                          checkpoint_every_windows=3), corpus)
+    # Checkpoints only at epoch ends: the cadence changes no number (tests/train/test_windows_per_call.py).
+    first = loop.train(config, RunOptions(data_dir="", save_path=str(tmp_path / "straight")), corpus)
     second = json.loads((save / "results.json").read_text())
     for key in ("test_perplexity", "exact_test_perplexity", "best_valid_perplexity"):
         assert second[key] == first[key]
@@ -125,13 +135,9 @@ def test_seed_techniques_train_from_the_command_line(tiny_corpus_dir, tmp_path, 
 
 def test_flags_are_checked_before_tensorflow_loads(tiny_corpus_dir, tmp_path):
     """A bad flag is refused by the CLI without importing TensorFlow (a stub that fails on import)."""
-    stub = tmp_path / "stub"
-    stub.mkdir()
-    (stub / "tensorflow.py").write_text("raise ImportError('TensorFlow was imported')\n")
-    environment = dict(os.environ, PYTHONPATH=f"{stub}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     done = subprocess.run([sys.executable, SCRIPT, "--model=test", "--set=learning_rate=inf",
                            f"--data_path={tiny_corpus_dir}"], capture_output=True, text=True, timeout=120,
-                          env=environment)
+                          env=_without_tensorflow(tmp_path))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == ("ConfigError: learning_rate must be a positive finite "
                                                      "number, got inf.")

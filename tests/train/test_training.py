@@ -516,12 +516,12 @@ def _sampling_sign_of_ds(config, model, inputs, targets):
         d_kernels, [by_id[id(layer.recurrent_kernel)] for layer in model.lstm_layers])))
 
 
-@pytest.mark.parametrize("convention", ["text", "printed"])
-@pytest.mark.parametrize("q_min, q_max", [(-1e9, 1e9), (1e8, 1e9), (-1e9, -1e8)])
+@pytest.mark.parametrize("convention, q_min, q_max", [
+    ("text", -1e9, 1e9), ("text", 1e8, 1e9), ("text", -1e9, -1e8), ("printed", 1e8, 1e9), ("printed", -1e9, -1e8)])
 def test_sampling_step_applies_exactly_when_the_rule_says(convention, q_min, q_max):
-    """Q inside the safe range: the plain clipped step. Q below it (range far above): used iff dS < 0
-    by the text rule (> 0 as printed); Q above it: the reverse. Otherwise the variables stay; the
-    step's counters say which happened."""
+    """Q inside the safe range: the plain clipped step (the conventions differ only outside it). Q
+    below it (range far above): used iff dS < 0 by the text rule (> 0 as printed); Q above it: the
+    reverse. Otherwise the variables stay; the step's counters say which happened."""
     config, model, inputs, targets = _sampling_case(q_min=q_min, q_max=q_max, sampling_convention=convention)
     sign = _sampling_sign_of_ds(config, model, inputs, targets)
     assert sign != 0
