@@ -219,21 +219,22 @@ def _final_weights(tmp_path, name):
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_identical_numbers(tmp_path, tiny_corpus):
-    """Stopping mid-epoch in phase 2 (130 windows; Nesterov momentum, h-detach, variational masks)
-    then resuming gives bit-identical perplexities and weights: seeds are derived from (phase, epoch,
-    window) and the carried state, masks, LR, history and optimizer slots (momentum) are
-    checkpointed. A stop in phase 1 is resumed by test_windows_per_call.py, a SIGKILL in phase 2 by
-    tests/test_cli.py."""
+    """Stopping mid-epoch in phase 2 (130 windows, inside a call of 16 windows; Nesterov momentum,
+    h-detach, variational masks) then resuming gives the perplexities and weights of a run of one
+    window a call, bit for bit: seeds are derived from (phase, epoch, window) and the carried state,
+    masks, LR, history and optimizer slots (momentum) are checkpointed. A SIGKILL is resumed by
+    tests/test_cli.py (phase 2) and, across two workers, by test_multiworker.py (phase 1)."""
     stop_after = 130
     config = tiny_config(vocab_size=tiny_corpus.vocab_size, gradual=True, layer_epochs=1, max_epochs=1,
                          dropout_style="variational", keep_prob_embed=0.8,
                          keep_output=configs.uniform_table(2, 0.7), keep_state=configs.uniform_table(2, 0.8),
                          optimizer="nesterov", momentum=0.9, h_detach=0.3)
     assert ptb.epoch_size(len(tiny_corpus.train), 4, 5) == 115
-    straight = _run(tmp_path, tiny_corpus, config, "straight")
+    straight = _run(tmp_path, tiny_corpus, config, "straight", windows_per_call=1)
+    # 16 windows a call: phase 2 starts at window 115, so the stop cuts its first call at 15 windows.
     with pytest.raises(trainer.Interrupted):
-        _run(tmp_path, tiny_corpus, config, "resumed", stop_after_windows=stop_after)
-    resumed = _run(tmp_path, tiny_corpus, config, "resumed")
+        _run(tmp_path, tiny_corpus, config, "resumed", stop_after_windows=stop_after, windows_per_call=16)
+    resumed = _run(tmp_path, tiny_corpus, config, "resumed", windows_per_call=16)
     for key in ("test_perplexity", "exact_test_perplexity", "best_valid_perplexity"):
         assert resumed[key] == straight[key]
     assert [r["train_perplexity"] for r in resumed["rows"]] == [r["train_perplexity"] for r in straight["rows"]]
