@@ -7,11 +7,14 @@ import json
 import logging
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from gradual_rnn import configs
 from gradual_rnn.data import ptb
+from gradual_rnn.nn import language_model as lm
+from gradual_rnn.nn.dropout import DropoutPlan
 from gradual_rnn.train import checkpoint, loop, steps
 from train.test_training import _run, tiny_config
 
@@ -104,13 +107,34 @@ def test_max_epochs_raised_on_a_finished_run_extends_the_last_phase(tmp_path, ti
         _run(tmp_path, tiny_corpus, dataclasses.replace(longer, hidden_size=9, max_epochs=3), "run")
 
 
-@pytest.mark.slow
-def test_max_grad_norm_inf_means_no_clipping(tmp_path, tiny_corpus):
-    """inf trains (no NaN from inf/inf) and equals a threshold no gradient reaches."""
+def _weights_after_windows(config, inputs, targets):
+    """(the window costs, the model's weights) after training `inputs`/`targets` (`[windows, batch,
+    steps]`) window by window, the state carried."""
+    model, optimizer = lm.build_model(config), steps.make_optimizer(config)
+    step = steps.make_train_step(model, optimizer, config, DropoutPlan.for_depth(config, config.num_layers),
+                                 config.num_layers)
+    carried, costs = (model.initial_state(config.batch_size), None), []
+    for index in range(len(inputs)):
+        cost, carried, _ = step(tf.constant(inputs[index]), tf.constant(targets[index]), carried,
+                                tf.constant([1, 0, index], tf.int64))
+        costs.append(float(cost))
+    return np.array(costs), [weight.numpy() for weight in model.weights]
+
+
+def test_max_grad_norm_inf_means_no_clipping(tiny_corpus):
+    """inf trains (no NaN from inf/inf) and equals a threshold no gradient reaches: the same costs
+    and weights, bit for bit, over 30 windows at a learning rate whose gradients clipping at 1 would cut."""
     config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
-    unclipped = _run(tmp_path, tiny_corpus, dataclasses.replace(config, max_grad_norm=float("inf")), "inf")
-    huge = _run(tmp_path, tiny_corpus, dataclasses.replace(config, max_grad_norm=1e30), "huge")
-    assert unclipped["test_perplexity"] == huge["test_perplexity"]
+    inputs, targets = (array[:30] for array in ptb.window_arrays(tiny_corpus.train, config.batch_size,
+                                                                  config.num_steps))
+    unclipped = _weights_after_windows(dataclasses.replace(config, max_grad_norm=float("inf")), inputs, targets)
+    huge = _weights_after_windows(dataclasses.replace(config, max_grad_norm=1e30), inputs, targets)
+    clipped = _weights_after_windows(dataclasses.replace(config, max_grad_norm=1.0), inputs, targets)
+    assert np.isfinite(unclipped[0]).all()
+    np.testing.assert_array_equal(unclipped[0], huge[0])
+    for a, b in zip(unclipped[1], huge[1]):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(unclipped[0], clipped[0])  # the threshold matters where it is reached
     assert configs.override(config, {"max_grad_norm": "inf"}).max_grad_norm == float("inf")
 
 
