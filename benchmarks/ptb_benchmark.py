@@ -133,12 +133,6 @@ def windows_per_call(config: configs.Config, step) -> int:
     return 1 if not hasattr(step, "many") or per_window_masks else FLAGS.windows_per_call
 
 
-def trainer_windows_per_call(seconds_per_window: float) -> int:
-    """The trainer's K after a call that took `seconds_per_window` per window (`train/epoch.py`)."""
-    wanted = round(epoch_lib.CALL_SECONDS / max(seconds_per_window, 1e-6))
-    return max(1, min(epoch_lib.MAX_WINDOWS_PER_CALL, wanted))
-
-
 def windows_needed(per_call: int) -> int:
     """Training windows the run may use: warm-up and timed windows rounded up to K, or with an
     automatic K, room for the warm-up's last two calls and the rounding of the timed windows."""
@@ -189,7 +183,7 @@ def automatic_warmup(step, config, plan, inputs, targets, carried):
         elapsed = time.perf_counter() - started
         window, seconds = window + count, seconds + elapsed
         if count in traced and window < FLAGS.warmup:
-            per_call = trainer_windows_per_call(elapsed / count)
+            per_call = epoch_lib.chosen_windows_per_call(elapsed / count)
         traced.add(count)
     return window, per_call, seconds, carried
 

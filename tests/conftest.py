@@ -30,6 +30,15 @@ def ptb_dir():
     return found
 
 
+def environment_without_tensorflow(folder):
+    """os.environ in which `import tensorflow` fails (a stub module written into `folder`): a command
+    run with it shows that its check comes before TensorFlow loads."""
+    stub = folder / "stub"
+    stub.mkdir(exist_ok=True)
+    (stub / "tensorflow.py").write_text("raise ImportError('TensorFlow was imported')\n")
+    return dict(os.environ, PYTHONPATH=f"{stub}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+
+
 def write_corpus(directory, train, valid, test):
     """Writes ptb.{train,valid,test}.txt (each a list of sentence strings) and returns the folder."""
     os.makedirs(directory, exist_ok=True)

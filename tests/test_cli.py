@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import environment_without_tensorflow
 from gradual_rnn import configs
 from gradual_rnn.data import ptb
 from gradual_rnn.train import loop
@@ -46,18 +47,10 @@ def test_save_path_that_is_a_file_fails_clearly_before_tensorflow_loads(tiny_cor
     (tmp_path / "taken").write_text("not a folder")
     done = subprocess.run([sys.executable, SCRIPT, "--model=test", f"--data_path={tiny_corpus_dir}",
                            f"--save_path={tmp_path / 'taken'}"], capture_output=True, text=True, timeout=120,
-                          env=_without_tensorflow(tmp_path))
+                          env=environment_without_tensorflow(tmp_path))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (f"ConfigError: --save_path {tmp_path / 'taken'} exists and "
                                                      f"is not a directory.")
-
-
-def _without_tensorflow(tmp_path):
-    """An environment in which `import tensorflow` fails, to show that a check runs before it."""
-    stub = tmp_path / "stub"
-    stub.mkdir(exist_ok=True)
-    (stub / "tensorflow.py").write_text("raise ImportError('TensorFlow was imported')\n")
-    return dict(os.environ, PYTHONPATH=f"{stub}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
 
 
 def test_missing_data_names_the_flag(tmp_path):
@@ -137,7 +130,7 @@ def test_flags_are_checked_before_tensorflow_loads(tiny_corpus_dir, tmp_path):
     """A bad flag is refused by the CLI without importing TensorFlow (a stub that fails on import)."""
     done = subprocess.run([sys.executable, SCRIPT, "--model=test", "--set=learning_rate=inf",
                            f"--data_path={tiny_corpus_dir}"], capture_output=True, text=True, timeout=120,
-                          env=_without_tensorflow(tmp_path))
+                          env=environment_without_tensorflow(tmp_path))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == ("ConfigError: learning_rate must be a positive finite "
                                                      "number, got inf.")

@@ -84,13 +84,17 @@ def sparse_cross_entropy(logits, targets):
     if _use_tensorflow_kernel(logits):
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
     shifted, _, sums = _shifted_and_sums(logits)
-    return _losses(shifted, sums, targets)
+    return _losses(shifted, sums, *_targets_in_range(targets, logits))
 
 
-def _losses(shifted, sums, targets):
-    vocab = tf.shape(shifted)[-1]
-    in_range = tf.logical_and(targets >= 0, targets < tf.cast(vocab, targets.dtype))
-    picked = tf.gather(shifted, tf.where(in_range, targets, 0), batch_dims=len(targets.shape))
+def _targets_in_range(targets, logits):
+    """(whether each target is a word of the vocabulary, the targets with the others set to 0)."""
+    in_range = tf.logical_and(targets >= 0, targets < tf.shape(logits, out_type=targets.dtype)[-1])
+    return in_range, tf.where(in_range, targets, tf.zeros_like(targets))
+
+
+def _losses(shifted, sums, in_range, safe_targets):
+    picked = tf.gather(shifted, safe_targets, batch_dims=len(safe_targets.shape))
     losses = c_library_log(sums) - picked
     return tf.where(in_range, losses, tf.constant(float("nan"), losses.dtype))
 
@@ -103,9 +107,9 @@ def sparse_cross_entropy_and_backprop(logits, targets):
     if _use_tensorflow_kernel(logits):
         return tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=logits, labels=targets)
     shifted, exponentials, sums = _shifted_and_sums(logits)
-    losses = _losses(shifted, sums, targets)
+    in_range, safe_targets = _targets_in_range(targets, logits)
+    losses = _losses(shifted, sums, in_range, safe_targets)
     probabilities = exponentials / tf.expand_dims(sums, -1)
     rows = tf.range(tf.shape(targets, out_type=targets.dtype)[0], dtype=targets.dtype)
-    target_cells = tf.stack([rows, tf.clip_by_value(targets, 0, tf.shape(logits, out_type=targets.dtype)[1] - 1)],
-                            axis=1)
+    target_cells = tf.stack([rows, safe_targets], axis=1)
     return losses, tf.tensor_scatter_nd_sub(probabilities, target_cells, tf.ones_like(sums))

@@ -47,7 +47,7 @@ from gradual_rnn.data import ptb
 from gradual_rnn.nn import language_model as lm
 from gradual_rnn.nn.lstm import keras_to_tf1_gates, tf1_to_keras_gates
 from gradual_rnn.serve import export
-from gradual_rnn.serve.tf1_command import CELLS, Tf1CheckpointError
+from gradual_rnn.serve.tf1_command import CELLS, Tf1CheckpointError, prefix_or_folder
 from gradual_rnn.train import checkpoint as run_checkpoint
 
 PROGRAMS = ("tutorial", "gl")
@@ -140,14 +140,8 @@ def is_auxiliary(name: str, model_names: Sequence[str]) -> bool:
 def resolve_prefix(path: str) -> str:
     """The checkpoint prefix that `path` names: a prefix, one of its files, or a folder (its
     `checkpoint` state file's newest entry, or its only `.index` file)."""
-    if os.path.isdir(path):
-        return _prefix_in_folder(path)
-    for suffix in (".index", ".data-00000-of-00001", ".meta"):
-        if path.endswith(suffix) and os.path.exists(path[:-len(suffix)] + ".index"):
-            return path[:-len(suffix)]
-    if os.path.exists(path + ".index"):
-        return path
-    raise Tf1CheckpointError(f"{path} is no checkpoint: there is no {path}.index and no folder {path}.")
+    named = prefix_or_folder(path)
+    return _prefix_in_folder(named) if os.path.isdir(named) else named
 
 
 def _prefix_in_folder(folder: str) -> str:

@@ -56,12 +56,17 @@ def parse_command_line(argv: Sequence[str], with_absl_flags: bool = False):
     return command_line.parse(define_flags, argv, with_absl_flags)
 
 
-def check_checkpoint_path(path: str) -> None:
-    """Raises unless `path` is a folder, a checkpoint prefix or one of a prefix's files."""
-    if os.path.isdir(path) or os.path.exists(path + ".index"):
-        return
-    if any(path.endswith(suffix) and os.path.exists(path[:-len(suffix)] + ".index") for suffix in CHECKPOINT_SUFFIXES):
-        return
+def prefix_or_folder(path: str) -> str:
+    """`path` when it is a folder, else the checkpoint prefix it names (a prefix, or one of its
+    files); raises when it names neither. The folder's own prefix is found with TensorFlow
+    (`gradual_rnn.serve.tf1.resolve_prefix`)."""
+    if os.path.isdir(path):
+        return path
+    for suffix in CHECKPOINT_SUFFIXES:
+        if path.endswith(suffix) and os.path.exists(path[:-len(suffix)] + ".index"):
+            return path[:-len(suffix)]
+    if os.path.exists(path + ".index"):
+        return path
     raise Tf1CheckpointError(f"{path} is no checkpoint: there is no {path}.index and no folder {path}.")
 
 
@@ -78,7 +83,7 @@ def check(arguments: Sequence[str], values: flags.FlagValues) -> str:
             if values[name].value < 1:
                 raise app.UsageError(f"--{name} must be at least 1, got {values[name].value}.")
     if command != "write":
-        check_checkpoint_path(values.checkpoint)
+        prefix_or_folder(values.checkpoint)
     return command
 
 

@@ -32,9 +32,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from gradual_rnn.train.legacy_layout import legacy_folders  # noqa: F401  (checkpoint.legacy_folders)
 from gradual_rnn.configs import Config, ConfigError
 from gradual_rnn.nn import language_model as lm
+from gradual_rnn.train.legacy_layout import legacy_folders
 
 KEEP_CHECKPOINTS = 3
 BEST = "best"

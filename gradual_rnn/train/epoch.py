@@ -98,11 +98,17 @@ def _windows_this_call(session: Session, phase: Phase, train_step, window: int) 
     return max(1, min(session.windows_per_call, limit))
 
 
+def chosen_windows_per_call(seconds_per_window: float) -> int:
+    """K when the trainer chooses it: the windows that fill CALL_SECONDS at the speed just measured,
+    1 to MAX_WINDOWS_PER_CALL."""
+    wanted = round(CALL_SECONDS / max(seconds_per_window, 1e-6))
+    return max(1, min(MAX_WINDOWS_PER_CALL, wanted))
+
+
 def _adapt_windows_per_call(session: Session, seconds_per_window) -> None:
     if session.options.windows_per_call or seconds_per_window is None:
         return
-    wanted = round(CALL_SECONDS / max(seconds_per_window, 1e-6))
-    session.windows_per_call = max(1, min(MAX_WINDOWS_PER_CALL, wanted))
+    session.windows_per_call = chosen_windows_per_call(seconds_per_window)
 
 
 def _call(session: Session, phase: Phase, train_step, window: int, count: int, carried):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import environment_without_tensorflow
 from gradual_rnn import configs
 from gradual_rnn.data import ptb
 from gradual_rnn.serve import tf1
@@ -334,12 +335,9 @@ def test_a_bad_command_line_is_refused_before_tensorflow_loads(tmp_path):
                "--test_batch_size=1", "--test_num_steps=1"], "UsageError: --batch_size must be at least 1, got 0."),
              (["start", f"--checkpoint={tmp_path / 'none'}", "--save_path=run"],
               f"Tf1CheckpointError: {tmp_path / 'none'} is no checkpoint: there is no {tmp_path / 'none'}.index")]
-    script = ("import sys\nfrom gradual_rnn.serve import tf1_command\ncode = 0\n"
-              "try: tf1_command.main(tf1_command.parse_command_line(sys.argv))\n"
-              "except SystemExit as error: code = error.code\n"
-              "assert 'tensorflow' not in sys.modules\nsys.exit(code)")
     for arguments, message in cases:
-        done = subprocess.run([sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([sys.executable, "-m", "gradual_rnn.tf1", *arguments], capture_output=True, text=True,
+                              timeout=120, env=environment_without_tensorflow(tmp_path))
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith(message)
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from conftest import random_corpus
+from conftest import environment_without_tensorflow, random_corpus
 from gradual_rnn import configs
 from gradual_rnn.data import ptb
 from gradual_rnn.train import checkpoint, loop, upgrade
@@ -62,7 +62,7 @@ def test_upgraded_legacy_run_resumes_to_the_uninterrupted_0_1_0_numbers(legacy):
 
 
 @pytest.mark.slow
-def test_upgrade_command_line(legacy):
+def test_upgrade_command_line(legacy, tmp_path):
     save_path, _, _ = legacy
     done = subprocess.run([sys.executable, "-m", "gradual_rnn.upgrade_run", f"--save_path={save_path}"],
                           capture_output=True, text=True, timeout=300)
@@ -73,11 +73,9 @@ def test_upgrade_command_line(legacy):
     # its start-up lines and take seconds).
     for folder, message in ((save_path, "holds no checkpoint in the 0.1.0 format; nothing to do."),
                             (os.path.join(save_path, "nowhere"), "it is not the --save_path of a training run.")):
-        again = subprocess.run([sys.executable, "-c", "import sys; from gradual_rnn import upgrade_run; "
-                                "sys.argv = ['upgrade_run', '--save_path=' + sys.argv[1]]; "
-                                "code = 0\ntry: upgrade_run.run_main()\nexcept SystemExit as e: code = e.code\n"
-                                "assert 'tensorflow' not in sys.modules; sys.exit(code)", str(folder)],
-                               capture_output=True, text=True, timeout=300)
+        again = subprocess.run([sys.executable, "-m", "gradual_rnn.upgrade_run", f"--save_path={folder}"],
+                               capture_output=True, text=True, timeout=300,
+                               env=environment_without_tensorflow(tmp_path))
         assert again.returncode != 0 and again.stderr.strip().splitlines()[-1].endswith(message), again.stderr
         assert again.stderr.strip().splitlines()[-1].startswith("CheckpointError: ")
         assert "Traceback" not in again.stderr
