@@ -284,7 +284,7 @@ def write_saved_model(model: lm.LanguageModel, path: str) -> None:
     module.model_variables = [weight.value for weight in model.weights]
     signatures = {}
     for name, (function, signature) in serving_functions(model).items():
-        setattr(module, name, tf.function(function, input_signature=signature))
+        setattr(module, name, tf.function(function, input_signature=signature, autograph=False))
         signatures[name] = getattr(module, name).get_concrete_function()
     tf.saved_model.save(module, path, signatures=signatures)
 

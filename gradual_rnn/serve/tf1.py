@@ -451,7 +451,7 @@ def chunk_costs_function(model):
     trace-time constants."""
     if model not in _CHUNK_COSTS:
 
-        @tf.function
+        @tf.function(autograph=False)
         def costs(inputs, targets, state, depths, num_steps):
             per_head = []
             for depth in depths:

@@ -149,7 +149,7 @@ def make_sequence_train_step(model: SequenceModel, optimizer: keras.optimizers.O
         metrics["used"] = tf.cast(use, tf.float32)
         return metrics
 
-    return tf.function(step)
+    return tf.function(step, autograph=False)
 
 
 def _index_of(variables, variable) -> int:
@@ -200,7 +200,7 @@ def _add_omega(gradients, index, unit, projected, states, hidden_gradients, conf
 
 
 def make_predict(model: SequenceModel):
-    return tf.function(lambda inputs: model(inputs)[0])
+    return tf.function(lambda inputs: model(inputs)[0], autograph=False)
 
 
 def evaluate(predict, task, inputs: np.ndarray, targets: np.ndarray, chunk: int = 1000) -> float:

@@ -98,7 +98,7 @@ def make_distributed_train_step(strategy: tf.distribute.Strategy, model, optimiz
         optimizer.apply_gradients(zip([g / replicas for g in clipped], variables))
         return cost, new_state, gradient_norm
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(inputs, targets, state, key, masks):
         cost, state, norm = strategy.run(replica_step, args=(inputs, targets, state, key, masks))
         total = strategy.reduce(tf.distribute.ReduceOp.SUM, cost, axis=None)

@@ -65,7 +65,7 @@ def make_eval_step(model: LanguageModel, depth: int, jit_compile: bool = False,
                 nll += window_sum
         return nll, tf.reduce_sum(tf.cast(weights, tf.float64)), state
 
-    return tf.function(evaluate, jit_compile=jit_compile)
+    return tf.function(evaluate, jit_compile=jit_compile, autograph=False)
 
 
 def _perplexity(step, model, depth: int, windows) -> float:
