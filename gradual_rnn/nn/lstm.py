@@ -11,6 +11,7 @@ TF1 stores one kernel `[x, h] -> [i, j, f, o]`. These layers keep their weights 
 the same variables feed both paths; `tf1_to_keras_gates` / `keras_to_tf1_gates` map the gate order.
 """
 import dataclasses
+import os
 from typing import Callable, List, Optional
 
 import keras
@@ -74,13 +75,40 @@ def steps_per_block(num_steps: int) -> int:
     return max(size for size in range(1, min(num_steps, MAX_UNROLLED_STEPS) + 1) if num_steps % size == 0)
 
 
+def batch_groups(batch_size, units: int) -> int:
+    """How many row groups `lstm_recurrence` splits the batch into by default: 2 on a CPU with two or
+    more cores when the batch is even and `MIN_GROUPED_UNITS <= units <= MAX_GROUPED_UNITS`, else 1.
+
+    Each group's steps form an independent chain of small kernels, which TensorFlow runs side by
+    side, one per core, where a single chain of `[batch, units] x [units, 4 units]` products and gate
+    kernels is bound by latency. A row of a product does not depend on the other rows, and the
+    gate kernels compute each element alike as long as a group's `[rows, units]` tensors fill whole
+    vector registers (Eigen computes a tensor's last, partial register with other, scalar code);
+    then the numbers are the same bit for bit (tests/nn/test_layers.py). Measured on 2 cores
+    (docs/performance.md): `small` (200 units) 5-8% faster per window; at 32 to 100 units and at 650
+    (`medium`) the second chain cost more than it saved.
+    """
+    if not isinstance(batch_size, int) or batch_size % 2 or (batch_size // 2 * units) % _WHOLE_REGISTERS:
+        return 1
+    if not MIN_GROUPED_UNITS <= units <= MAX_GROUPED_UNITS:
+        return 1
+    if gpu_available() or (os.cpu_count() or 1) < 2:
+        return 1
+    return 2
+
+
+MIN_GROUPED_UNITS, MAX_GROUPED_UNITS = 128, 512
+_WHOLE_REGISTERS = 16  # floats per AVX-512 register: a multiple of every CPU vector width
+
+
 def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=None, detach=None,
-                    forget_bias: float = 0.0):
+                    forget_bias: float = 0.0, groups: Optional[int] = None):
     """The recurrent part of a BasicLSTM window with a hand-written backward pass.
 
     projected: `<float>[batch, time, 4 units]`, the input projection `x W + b` of every step (static
     time). cell, hidden: the incoming state. recurrent_mask: `<float>[batch, units]` or None, applied
     to the h fed back (see `BasicLSTM`). detach: `<bool>[time]` or None, h-detach coins.
+    groups: how many row groups of the batch step side by side (see `batch_groups`, the default).
     Returns (outputs `<float>[batch, time, units]`, (cell, hidden)), the same values as stepping
     `lstm_gate_step`, with the same gradients.
 
@@ -95,22 +123,33 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
 
     The window runs as a graph loop over blocks of `steps_per_block` unrolled steps, forward and
     backward: unrolling the whole window runs no faster on a CPU but makes the graph (and the memory
-    TensorFlow holds for it) grow with the window length.
+    TensorFlow holds for it) grow with the window length. Inside a block, each row group of the
+    batch is its own chain of kernels; the groups are joined again for the weight gradient.
     """
     num_steps = projected.shape[1]
     if num_steps is None:
         raise ValueError("BasicLSTM's basic path needs a static number of time steps.")
+    units = recurrent_kernel.shape[0]
+    if groups is None:
+        groups = batch_groups(projected.shape[0], units)
     has_mask, has_detach = recurrent_mask is not None, detach is not None
     mask = recurrent_mask if has_mask else tf.zeros([0], projected.dtype)
     state_dtype, product_dtype = cell.dtype, recurrent_kernel.dtype
     block = steps_per_block(num_steps)
     num_blocks = num_steps // block
 
+    def split_rows(tensor, axis=0):
+        """The row groups of a tensor whose `axis` is the batch."""
+        return tf.split(tensor, groups, axis=axis) if groups > 1 else [tensor]
+
+    def join_rows(tensors, axis=0):
+        return tf.concat(tensors, axis=axis) if groups > 1 else tensors[0]
+
     def product(left, right, **options):
         """A matrix product in the product dtype, returned in the state dtype."""
         return tf.cast(tf.matmul(tf.cast(left, product_dtype), right, **options), state_dtype)
 
-    def forward_step(projected_step, cell, hidden):
+    def forward_step(projected_step, cell, hidden, mask):
         """One step -> (cell, output h, h fed on, saved tensors for the backward step)."""
         fed = tf.cast(hidden, product_dtype)
         gates = projected_step + product(fed, recurrent_kernel)
@@ -121,7 +160,7 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
         saved = (fed, input_gate, forget_gate, candidate, output_gate, cell, squashed)
         return new_cell, output, output * mask if has_mask else output, saved
 
-    def backward_step(saved, d_output, d_cell, d_fed, coin, recurrent_transposed):
+    def backward_step(saved, d_output, d_cell, d_fed, coin, recurrent_transposed, mask):
         """One step back -> (d_gates in the product dtype, d_cell, d_fed into the step before).
         recurrent_transposed: `R^T`, `[4 units, units]`, made once per window."""
         _, input_gate, forget_gate, candidate, output_gate, previous_cell, squashed = saved
@@ -146,58 +185,73 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
         """`[blocks, block, batch, width]` -> `[batch, time, width]`."""
         return tf.transpose(tf.reshape(blocks, [num_steps, -1, blocks.shape[-1]]), [1, 0, 2])
 
+    def group_arrays(dtype):
+        return [tf.TensorArray(dtype, size=num_blocks, element_shape=None) for _ in range(groups)]
+
     @tf.custom_gradient
     def run(projected, cell, hidden, recurrent_kernel, mask):
-        projected_blocks = time_major_blocks(tf.cast(projected, state_dtype))
-        saved_arrays = [tf.TensorArray(dtype, size=num_blocks, element_shape=None)
-                        for dtype in (product_dtype,) + (state_dtype,) * 6]
-        output_array = tf.TensorArray(product_dtype, size=num_blocks)
+        projected_groups = split_rows(time_major_blocks(tf.cast(projected, state_dtype)), axis=2)
+        mask_groups = split_rows(mask) if has_mask else [mask] * groups
+        # saved_arrays[kind][group], output_arrays[group]: one block per entry.
+        saved_arrays = [group_arrays(dtype) for dtype in (product_dtype,) + (state_dtype,) * 6]
+        output_arrays = group_arrays(product_dtype)
 
-        def forward_block(index, cell, hidden, output_array, saved_arrays):
-            steps = tf.unstack(projected_blocks[index], num=block)
-            outputs, saved_steps = [], []
-            for step in range(block):
-                cell, output, hidden, saved = forward_step(steps[step], cell, hidden)
-                outputs.append(tf.cast(output, product_dtype))
-                saved_steps.append(saved)
-            output_array = output_array.write(index, tf.stack(outputs))
-            saved_arrays = [array.write(index, tf.stack([saved[kind] for saved in saved_steps]))
-                            for kind, array in enumerate(saved_arrays)]
-            return index + 1, cell, hidden, output_array, saved_arrays
+        def forward_block(index, cells, hiddens, output_arrays, saved_arrays):
+            cells, hiddens, output_arrays = list(cells), list(hiddens), list(output_arrays)
+            saved_arrays = [list(arrays) for arrays in saved_arrays]
+            for group in range(groups):
+                steps = tf.unstack(projected_groups[group][index], num=block)
+                outputs, saved_steps = [], []
+                for step in range(block):
+                    cells[group], output, hiddens[group], saved = forward_step(
+                        steps[step], cells[group], hiddens[group], mask_groups[group])
+                    outputs.append(tf.cast(output, product_dtype))
+                    saved_steps.append(saved)
+                output_arrays[group] = output_arrays[group].write(index, tf.stack(outputs))
+                for kind, arrays in enumerate(saved_arrays):
+                    arrays[group] = arrays[group].write(index, tf.stack([saved[kind] for saved in saved_steps]))
+            return index + 1, cells, hiddens, output_arrays, saved_arrays
 
-        _, final_cell, final_hidden, output_array, saved_arrays = tf.while_loop(
+        _, final_cells, final_hiddens, output_arrays, saved_arrays = tf.while_loop(
             lambda index, *_: index < num_blocks, forward_block,
-            (tf.constant(0), cell, hidden, output_array, saved_arrays))
-        saved_blocks = [array.stack() for array in saved_arrays]
+            (tf.constant(0), split_rows(cell), split_rows(hidden), output_arrays, saved_arrays))
+        saved_groups = [[array.stack() for array in arrays] for arrays in saved_arrays]
 
         def backward(d_outputs, d_cell, d_hidden):
-            d_output_blocks = time_major_blocks(tf.cast(d_outputs, state_dtype))
+            d_output_groups = split_rows(time_major_blocks(tf.cast(d_outputs, state_dtype)), axis=2)
             coin_blocks = tf.reshape(detach, [num_blocks, block]) if has_detach else None
-            d_gate_array = tf.TensorArray(product_dtype, size=num_blocks)
+            d_gate_arrays = group_arrays(product_dtype)
             # oneDNN runs `[batch, 4 units] x R^T` about twice as fast from a row-major copy of R^T
             # as with `transpose_b` at medium and large (docs/performance.md); one copy a window.
             recurrent_transposed = tf.transpose(recurrent_kernel)
 
-            def backward_block(index, d_cell, d_fed, d_gate_array):
+            def backward_block(index, d_cells, d_feds, d_gate_arrays):
+                d_cells, d_feds, d_gate_arrays = list(d_cells), list(d_feds), list(d_gate_arrays)
                 block_index = num_blocks - 1 - index
-                saved = [tf.unstack(saved_block[block_index], num=block) for saved_block in saved_blocks]
-                d_steps = tf.unstack(d_output_blocks[block_index], num=block)
-                d_gates = [None] * block
-                for step in reversed(range(block)):
-                    coin = coin_blocks[block_index, step] if has_detach else None
-                    d_gates[step], d_cell, d_fed = backward_step(
-                        [kind[step] for kind in saved], d_steps[step], d_cell, d_fed, coin,
-                        recurrent_transposed)
-                return index + 1, d_cell, d_fed, d_gate_array.write(block_index, tf.stack(d_gates))
+                for group in range(groups):
+                    saved = [tf.unstack(saved_block[block_index], num=block)
+                             for saved_block in (kind[group] for kind in saved_groups)]
+                    d_steps = tf.unstack(d_output_groups[group][block_index], num=block)
+                    d_gates = [None] * block
+                    for step in reversed(range(block)):
+                        coin = coin_blocks[block_index, step] if has_detach else None
+                        d_gates[step], d_cells[group], d_feds[group] = backward_step(
+                            [kind[step] for kind in saved], d_steps[step], d_cells[group], d_feds[group],
+                            coin, recurrent_transposed, mask_groups[group])
+                    d_gate_arrays[group] = d_gate_arrays[group].write(block_index, tf.stack(d_gates))
+                return index + 1, d_cells, d_feds, d_gate_arrays
 
-            _, d_cell, d_fed, d_gate_array = tf.while_loop(
+            _, d_cells, d_feds, d_gate_arrays = tf.while_loop(
                 lambda index, *_: index < num_blocks, backward_block,
-                (tf.constant(0), d_cell, d_hidden, d_gate_array))
-            d_gate_blocks = d_gate_array.stack()
-            d_recurrent = tf.einsum("nkbh,nkbg->hg", saved_blocks[0], d_gate_blocks)
-            return batch_major(d_gate_blocks), d_cell, d_fed, d_recurrent, tf.zeros_like(mask)
+                (tf.constant(0), split_rows(d_cell), split_rows(d_hidden), d_gate_arrays))
+            d_gate_blocks = join_rows([array.stack() for array in d_gate_arrays], axis=2)
+            fed_blocks = join_rows(saved_groups[0], axis=2)
+            d_recurrent = tf.einsum("nkbh,nkbg->hg", fed_blocks, d_gate_blocks)
+            return (batch_major(d_gate_blocks), join_rows(d_cells), join_rows(d_feds), d_recurrent,
+                    tf.zeros_like(mask))
 
-        return (batch_major(output_array.stack()), final_cell, final_hidden), backward
+        outputs = join_rows([array.stack() for array in output_arrays], axis=2)
+        return (batch_major(outputs), join_rows(final_cells), join_rows(final_hiddens)), backward
 
     outputs, cell, hidden = run(projected, cell, hidden, recurrent_kernel, mask)
     return outputs, (cell, hidden)

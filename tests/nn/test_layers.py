@@ -338,6 +338,54 @@ def test_recurrence_gradients_match_autodiff(mode, masked, detached, forget_bias
     assert float(tf.reduce_max(tf.abs(fast[3]))) > 0.1  # the h0 gradient is real, not zeros
 
 
+@pytest.mark.parametrize("mode", ["eager", "function"])
+@pytest.mark.parametrize("masked, detached, time, groups", [
+    (False, False, TIME, 2), (True, True, 12, 2), (True, False, 11, 4), (False, True, 12, 4)])
+def test_row_groups_give_the_same_bits(mode, masked, detached, time, groups):
+    """The batch split into row groups that step side by side: the values and every gradient equal,
+    bit for bit, those of one group (itself checked against autodiff above). Batch 8, 16 units:
+    every group's tensors fill whole vector registers, as `batch_groups` requires."""
+    batch, units = 8, 16
+    rng = np.random.RandomState(time)
+    arguments = [rng.uniform(-1, 1, shape).astype(np.float32) for shape in
+                 ((batch, time, 4 * units), (batch, units), (batch, units))]
+    arguments.append(rng.uniform(-0.5, 0.5, (units, 4 * units)).astype(np.float32))
+    arguments[1:] = arguments[1], arguments[2], arguments[3]
+    mask = ((rng.uniform(size=(batch, units)) < 0.5) / 0.5).astype(np.float32) if masked else None
+    detach = tf.constant(rng.uniform(size=time) < 0.4) if detached else None
+    weights = [rng.uniform(-1, 1, shape).astype(np.float32)
+               for shape in ((batch, time, units), (batch, units), (batch, units))]
+
+    def values_and_gradients(group_count):
+        def run(*tensors):
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                outputs, (cell, hidden) = lstm.lstm_recurrence(*tensors, mask, detach, 1.0, groups=group_count)
+                loss = sum(tf.reduce_sum(value * weight) for value, weight in zip((outputs, cell, hidden), weights))
+            return [outputs, cell, hidden] + tape.gradient(loss, list(tensors))
+        if mode == "function":
+            run = tf.function(run)
+        return [value.numpy() for value in run(*[tf.constant(value) for value in arguments])]
+
+    grouped, single = values_and_gradients(groups), values_and_gradients(1)
+    for mine, wanted in zip(grouped, single, strict=True):
+        np.testing.assert_array_equal(mine, wanted)
+    assert np.abs(single[4]).max() > 0.1  # the initial state's gradient is real, not zeros
+
+
+def test_batch_groups_rule(monkeypatch):
+    monkeypatch.setattr(lstm.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(lstm, "gpu_available", lambda: False)
+    assert [lstm.batch_groups(20, units) for units in (8, 127, 128, 200, 512, 513, 650)] == [1, 1, 2, 2, 2, 1, 1]
+    assert [lstm.batch_groups(batch, 200) for batch in (1, 2, 19, 64, None)] == [1, 1, 1, 2, 1]
+    assert lstm.batch_groups(20, 130) == 1  # a group of 10 x 130 floats ends inside a vector register
+    monkeypatch.setattr(lstm.os, "cpu_count", lambda: 1)
+    assert lstm.batch_groups(20, 200) == 1
+    monkeypatch.setattr(lstm.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(lstm, "gpu_available", lambda: True)
+    assert lstm.batch_groups(20, 200) == 1
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_recurrence_gradient_matches_numpy_finite_differences(masked):
     """Directional derivatives in float64 against central differences of the NumPy TF1 cell."""
