@@ -76,8 +76,9 @@ def steps_per_block(num_steps: int) -> int:
 
 
 def batch_groups(batch_size, units: int) -> int:
-    """How many row groups `lstm_recurrence` splits the batch into by default: 2 on a CPU with two or
-    more cores when the batch is even and `MIN_GROUPED_UNITS <= units <= MAX_GROUPED_UNITS`, else 1.
+    """How many row groups `lstm_recurrence` splits the batch into by default: 2 on a CPU when the
+    process may run on two or more cores, the batch is even and `MIN_GROUPED_UNITS <= units <=
+    MAX_GROUPED_UNITS`, else 1.
 
     Each group's steps form an independent chain of small kernels, which TensorFlow runs side by
     side, one per core, where a single chain of `[batch, units] x [units, 4 units]` products and gate
@@ -93,9 +94,16 @@ def batch_groups(batch_size, units: int) -> int:
         return 1
     if not MIN_GROUPED_UNITS <= units <= MAX_GROUPED_UNITS:
         return 1
-    if gpu_available() or (os.cpu_count() or 1) < 2:
+    if gpu_available() or usable_cores() < 2:
         return 1
     return 2
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 MIN_GROUPED_UNITS, MAX_GROUPED_UNITS = 128, 512

@@ -374,14 +374,14 @@ def test_row_groups_give_the_same_bits(mode, masked, detached, time, groups):
 
 
 def test_batch_groups_rule(monkeypatch):
-    monkeypatch.setattr(lstm.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(lstm, "usable_cores", lambda: 2)
     monkeypatch.setattr(lstm, "gpu_available", lambda: False)
     assert [lstm.batch_groups(20, units) for units in (8, 127, 128, 200, 512, 513, 650)] == [1, 1, 2, 2, 2, 1, 1]
     assert [lstm.batch_groups(batch, 200) for batch in (1, 2, 19, 64, None)] == [1, 1, 1, 2, 1]
     assert lstm.batch_groups(20, 130) == 1  # a group of 10 x 130 floats ends inside a vector register
-    monkeypatch.setattr(lstm.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(lstm, "usable_cores", lambda: 1)
     assert lstm.batch_groups(20, 200) == 1
-    monkeypatch.setattr(lstm.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(lstm, "usable_cores", lambda: 2)
     monkeypatch.setattr(lstm, "gpu_available", lambda: True)
     assert lstm.batch_groups(20, 200) == 1
 
