@@ -338,9 +338,13 @@ def test_recurrence_gradients_match_autodiff(mode, masked, detached, forget_bias
     assert float(tf.reduce_max(tf.abs(fast[3]))) > 0.1  # the h0 gradient is real, not zeros
 
 
-@pytest.mark.parametrize("mode", ["eager", "function"])
-@pytest.mark.parametrize("masked, detached, time, groups", [
-    (False, False, TIME, 2), (True, True, 12, 2), (True, False, 11, 4), (False, True, 12, 4)])
+# Compiled: every combination; eagerly and under XLA, one each.
+ROW_GROUP_CASES = [("function", False, False, TIME, 2), ("function", True, True, 12, 2),
+                   ("function", True, False, 11, 4), ("function", False, True, 12, 4),
+                   ("eager", True, True, 12, 2), ("xla", True, True, 12, 2)]
+
+
+@pytest.mark.parametrize("mode, masked, detached, time, groups", ROW_GROUP_CASES)
 def test_row_groups_give_the_same_bits(mode, masked, detached, time, groups):
     """The batch split into row groups that step side by side: the values and every gradient equal,
     bit for bit, those of one group (itself checked against autodiff above). Batch 8, 16 units:
@@ -363,8 +367,8 @@ def test_row_groups_give_the_same_bits(mode, masked, detached, time, groups):
                 outputs, (cell, hidden) = lstm.lstm_recurrence(*tensors, mask, detach, 1.0, groups=group_count)
                 loss = sum(tf.reduce_sum(value * weight) for value, weight in zip((outputs, cell, hidden), weights))
             return [outputs, cell, hidden] + tape.gradient(loss, list(tensors))
-        if mode == "function":
-            run = tf.function(run)
+        if mode != "eager":
+            run = tf.function(run, jit_compile=mode == "xla")
         return [value.numpy() for value in run(*[tf.constant(value) for value in arguments])]
 
     grouped, single = values_and_gradients(groups), values_and_gradients(1)
