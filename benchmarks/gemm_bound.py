@@ -20,7 +20,9 @@ basic LSTM path with its hand-written backward pass, `nn/lstm.py`; the fused sof
     output gradient           dlogits W^T or dlogits E               1
     weight gradient           h^T dlogits or dlogits^T h             1
 
-Every product is computed even where its result is not needed (the recurrence at the first step of
+The per-step products are counted at the whole batch, as the model defines them; where the
+recurrence steps its batch as two row groups (`nn.lstm.batch_groups`) it runs each as two half-height
+products, bit for bit the same rows. Every product is computed even where its result is not needed (the recurrence at the first step of
 a window from the carried state, the gradient into h at the first step, the input gradient of
 layer 1). The einsums of the step are timed as the 2-D matmul with the same operands and
 transposes; other elementwise work, the softmax itself, the embedding gather and the update are

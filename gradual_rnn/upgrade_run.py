@@ -7,7 +7,7 @@ import sys
 from absl import flags
 
 from gradual_rnn import command_line
-from gradual_rnn.train.legacy_layout import legacy_folders
+from gradual_rnn.train.legacy_layout import legacy_folders, nothing_to_upgrade
 
 
 def define_flags(values: flags.FlagValues) -> flags.FlagValues:
@@ -22,7 +22,7 @@ def check_folder(save_path: str) -> None:
     if not os.path.isfile(os.path.join(save_path, "config.json")):
         sys.exit(f"CheckpointError: {save_path} has no config.json: it is not the --save_path of a training run.")
     if not legacy_folders(save_path):
-        sys.exit(f"CheckpointError: {save_path} holds no checkpoint in the 0.1.0 format; nothing to do.")
+        sys.exit(f"CheckpointError: {nothing_to_upgrade(save_path)}")
 
 
 def main(parsed):

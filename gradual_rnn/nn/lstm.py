@@ -238,8 +238,7 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
                 d_cells, d_feds, d_gate_arrays = list(d_cells), list(d_feds), list(d_gate_arrays)
                 block_index = num_blocks - 1 - index
                 for group in range(groups):
-                    saved = [tf.unstack(saved_block[block_index], num=block)
-                             for saved_block in (kind[group] for kind in saved_groups)]
+                    saved = [tf.unstack(kind[group][block_index], num=block) for kind in saved_groups]
                     d_steps = tf.unstack(d_output_groups[group][block_index], num=block)
                     d_gates = [None] * block
                     for step in reversed(range(block)):

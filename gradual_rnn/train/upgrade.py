@@ -17,7 +17,7 @@ from absl import logging
 from gradual_rnn.configs import Config
 from gradual_rnn.nn import language_model as lm
 from gradual_rnn.phases import make_phases
-from gradual_rnn.train import checkpoint, steps
+from gradual_rnn.train import checkpoint, legacy_layout, steps
 
 KEPT_FOLDER = "format-0.1.0"
 
@@ -76,9 +76,9 @@ def _convert(store: checkpoint.CheckpointStore, config: Config, folder: str, pin
 
 def upgrade_run(save_path: str) -> List[str]:
     """Converts every 0.1.0 checkpoint folder of `save_path`; returns the folders converted."""
-    folders = checkpoint.legacy_folders(save_path)
+    folders = legacy_layout.legacy_folders(save_path)
     if not folders:
-        raise checkpoint.CheckpointError(f"{save_path} holds no checkpoint in the 0.1.0 format; nothing to do.")
+        raise checkpoint.CheckpointError(legacy_layout.nothing_to_upgrade(save_path))
     config = checkpoint.read_run_config(save_path)
     directory = os.path.join(save_path, "checkpoints")
     kept = os.path.join(directory, KEPT_FOLDER)

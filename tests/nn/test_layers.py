@@ -354,7 +354,6 @@ def test_row_groups_give_the_same_bits(mode, masked, detached, time, groups):
     arguments = [rng.uniform(-1, 1, shape).astype(np.float32) for shape in
                  ((batch, time, 4 * units), (batch, units), (batch, units))]
     arguments.append(rng.uniform(-0.5, 0.5, (units, 4 * units)).astype(np.float32))
-    arguments[1:] = arguments[1], arguments[2], arguments[3]
     mask = ((rng.uniform(size=(batch, units)) < 0.5) / 0.5).astype(np.float32) if masked else None
     detach = tf.constant(rng.uniform(size=time) < 0.4) if detached else None
     weights = [rng.uniform(-1, 1, shape).astype(np.float32)
