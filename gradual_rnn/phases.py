@@ -4,12 +4,38 @@ Gradual Learning (GL, Aharoni et al. 2017, §3.1): phase k trains a depth-k netw
 head k, after growing the depth-(k-1) network of phase k-1 by one layer. Without GL one phase trains
 the whole network. Layer-wise adjusted dropout (LAD, §3.3) is the per-phase, per-layer keep table
 of the config; each phase carries the row it trains with as its `dropout` plan.
+
+TensorFlow-free: the phases of a run can be listed (and a run folder checked) before TensorFlow loads.
 """
 import dataclasses
 from typing import List, Tuple
 
 from gradual_rnn.configs import Config
-from gradual_rnn.nn.dropout import DropoutPlan
+
+
+@dataclasses.dataclass(frozen=True)
+class DropoutPlan:
+    """What a training call drops, fixed per phase (the layers read these four fields).
+
+    style 'zaremba': per-element dropout on the embedding and on each layer's output.
+    style 'variational': per-element dropout on the embedding; per-layer masks (output and fed-back
+    state, Gal & Ghahramani) passed to the call.
+    """
+
+    style: str
+    keep_embed: float
+    keep_output: Tuple[float, ...]
+    keep_state: Tuple[float, ...]
+
+    @classmethod
+    def for_depth(cls, config: Config, depth: int) -> "DropoutPlan":
+        """Row `depth` of the config's keep tables (the phase that trains layers 1..depth)."""
+        return cls(config.dropout_style, config.keep_prob_embed, config.keep_output[depth - 1],
+                   config.keep_state[depth - 1])
+
+    @property
+    def is_identity(self) -> bool:
+        return self.keep_embed >= 1.0 and all(k >= 1.0 for k in self.keep_output + self.keep_state)
 
 
 @dataclasses.dataclass(frozen=True)

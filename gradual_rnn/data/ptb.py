@@ -1,5 +1,8 @@
-"""The Penn Treebank word-level pipeline of the TensorFlow tutorial `ptb_word_lm.py` (reader.py).
+"""Window layouts of the PTB word language model (the TensorFlow tutorial's reader.py), and the
+small word-list reader.
 
+Reading a corpus, any layout, is `reader.py` (streaming; `load_corpus` and `Corpus` are re-exported
+here for the callers that import them from this module); finding its files is `corpus_files.py`.
 Both references (Zaremba et al.'s tutorial and the Gradual Learning code) read PTB the same way:
 
 1. every newline becomes the token `<eos>`, then the text is split on whitespace;
@@ -22,40 +25,32 @@ How one split is laid into batch streams and windows (batch_size B=3, num_steps 
 
 Each row is one stream of text; the recurrent state of row b at the end of window i is the state
 row b starts window i+1 with.
+
+`read_words`, `build_vocabulary` and `words_to_ids` are the reader this package had first: the same
+rules on a list of every word of a file (about 60 bytes a word), kept for small inputs and as the
+reference the streaming reader is tested against.
 """
 import collections
 import dataclasses
-import os
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
-from absl import logging
 
-EOS = "<eos>"
-UNK = "<unk>"
-SPLITS = ("train", "valid", "test")
-FILE_NAMES = {split: f"ptb.{split}.txt" for split in SPLITS}
+from gradual_rnn.data import corpus_files
+from gradual_rnn.data import reader
+# Re-exported: callers import the reader's names, the error and the splits from this module.
+from gradual_rnn.data.corpus_files import SPLITS, DataError  # pylint: disable=unused-import
+from gradual_rnn.data.reader import (EOS, UNK, Conversion, Corpus,  # pylint: disable=unused-import
+                                     load_corpus, load_corpus_files)
 
-
-class DataError(ValueError):
-    """A corpus file or directory is missing, empty, unreadable or too short for the batching."""
+FILE_NAMES = corpus_files.PTB.file_names()
 
 
 def read_words(path: str) -> List[str]:
     """Reads a text file into words, each newline becoming `<eos>` (the reference tokenisation)."""
-    if not os.path.exists(path):
-        raise DataError(f"Corpus file not found: {path}")
-    if os.path.isdir(path):
-        raise DataError(f"Expected a text file but found a directory: {path}")
+    reader.check_file(path)
     with open(path, "rb") as handle:
-        raw = handle.read()
-    if b"\x00" in raw:
-        raise DataError(f"{path} is not a text file (it contains NUL bytes); expected UTF-8 text.")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path} is not UTF-8 text ({error}).") from None
-    del raw
+        text = reader.decode_text(handle.read(), path)
     # Same words as `text.replace("\n", " <eos> ").split()`, built line by line with one shared
     # string object per distinct word: the peak memory of reading PTB's train split drops by ~80 MB.
     canonical = {EOS: EOS}
@@ -74,17 +69,7 @@ def read_words(path: str) -> List[str]:
 
 def build_vocabulary(words: Sequence[str]) -> Dict[str, int]:
     """Maps each word to its id: descending count, ties broken by the word itself."""
-    counts = collections.Counter(words)
-    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return {word: index for index, (word, _) in enumerate(ordered)}
-
-
-@dataclasses.dataclass(frozen=True)
-class Conversion:
-    """Word ids of one split and how many of its words were not in the vocabulary."""
-
-    ids: np.ndarray
-    unknown_count: int
+    return reader.vocabulary_from_counts(collections.Counter(words))
 
 
 def words_to_ids(words: Sequence[str], vocabulary: Dict[str, int], map_unknown_to_unk: bool = False,
@@ -95,9 +80,7 @@ def words_to_ids(words: Sequence[str], vocabulary: Dict[str, int], map_unknown_t
     `[word_to_id[w] for w in words if w in word_to_id]` does, and their number is logged.
     With `map_unknown_to_unk` they become `<unk>` instead (which must be in the vocabulary).
     """
-    unknown_id = vocabulary.get(UNK)
-    if map_unknown_to_unk and unknown_id is None:
-        raise DataError(f"map_unknown_to_unk needs '{UNK}' in the vocabulary; it has none.")
+    unknown_id = reader.unknown_word_id(vocabulary, map_unknown_to_unk)
     ids = np.empty(len(words), dtype=np.int32)
     kept = unknown_count = 0
     for word in words:
@@ -110,56 +93,13 @@ def words_to_ids(words: Sequence[str], vocabulary: Dict[str, int], map_unknown_t
         ids[kept] = index
         kept += 1
     ids = ids[:kept].copy()
-    if unknown_count:
-        action = f"mapped to {UNK}" if map_unknown_to_unk else "dropped, as the reference does"
-        logging.warning("%s: %d words not in the vocabulary were %s.", source, unknown_count, action)
+    reader.log_unknown_words(source, unknown_count, map_unknown_to_unk)
     return Conversion(ids, unknown_count)
 
 
-@dataclasses.dataclass(frozen=True)
-class Corpus:
-    """The three splits as id streams plus the vocabulary they were built with."""
-
-    train: np.ndarray
-    valid: np.ndarray
-    test: np.ndarray
-    vocabulary: Dict[str, int]
-    unknown_counts: Dict[str, int]
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocabulary)
-
-    def split(self, name: str) -> np.ndarray:
-        if name not in SPLITS:
-            raise ValueError(f"Unknown split {name!r}; expected one of {SPLITS}.")
-        return getattr(self, name)
-
-    def words(self) -> List[str]:
-        """The vocabulary as a list indexed by id."""
-        return sorted(self.vocabulary, key=self.vocabulary.get)
-
-
 def check_directory(data_dir: str) -> None:
-    """Raises a DataError naming every missing PTB file of `data_dir`."""
-    if not os.path.isdir(data_dir):
-        raise DataError(f"PTB data directory not found: {data_dir}")
-    missing = [name for name in FILE_NAMES.values() if not os.path.isfile(os.path.join(data_dir, name))]
-    if missing:
-        raise DataError(f"{data_dir} lacks the PTB file(s) {', '.join(missing)}; expected "
-                        f"{', '.join(FILE_NAMES.values())} (the data/ folder of simple-examples.tgz).")
-
-
-def load_corpus(data_dir: str, map_unknown_to_unk: bool = False) -> Corpus:
-    """Reads ptb.{train,valid,test}.txt from `data_dir` with the reference's rules."""
-    check_directory(data_dir)
-    words = {split: read_words(os.path.join(data_dir, FILE_NAMES[split])) for split in SPLITS}
-    vocabulary = build_vocabulary(words["train"])
-    conversions = {split: words_to_ids(words[split], vocabulary, map_unknown_to_unk,
-                                       source=FILE_NAMES[split]) for split in SPLITS}
-    return Corpus(train=conversions["train"].ids, valid=conversions["valid"].ids,
-                  test=conversions["test"].ids, vocabulary=vocabulary,
-                  unknown_counts={split: conversions[split].unknown_count for split in SPLITS})
+    """Raises a DataError naming every missing PTB file of `data_dir` (the PTB layout only)."""
+    corpus_files.find_corpus_files(data_dir, layout=corpus_files.PTB.name)
 
 
 def batch_streams(ids: np.ndarray, batch_size: int) -> np.ndarray:

@@ -12,6 +12,10 @@ Usage with the three files in a folder of your own (the manual directory)::
 
 Without a manual directory the builder falls back to `sources.resolve_data_dir()` (the variable
 `PTB_DATA_DIR`, the cache, then the download).
+
+This builder serves PTB only. WikiText and corpora of one's own are read by `reader.load_corpus`
+(streaming, any layout, any size) from the folder `sources.resolve_corpus_files` finds; asking
+`load_corpus_from_tfds` for another dataset is a one-line DataError saying so.
 """
 from typing import Dict, List, Optional
 
@@ -99,12 +103,15 @@ def split_words(builder: tfds.core.DatasetBuilder, split: str) -> List[str]:
 
 
 def load_corpus_from_tfds(data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
-                          map_unknown_to_unk: bool = False) -> ptb.Corpus:
+                          map_unknown_to_unk: bool = False, dataset: str = "ptb") -> ptb.Corpus:
     """Prepares `gradual_rnn_ptb` in `data_dir` if needed and returns the reader's `ptb.Corpus`.
 
     The ids (`<int32>[len]` per split), vocabulary and unknown-word counts equal those of
-    `ptb.load_corpus` on the same three files.
+    `ptb.load_corpus` on the same three files. `dataset` must be "ptb": the builder serves PTB only.
     """
+    if dataset != "ptb":
+        raise ptb.DataError(f"The TFDS builder {NAME} serves PTB only, not {dataset!r}; read other "
+                            f"corpora with gradual_rnn.data.reader.load_corpus.")
     builder = GradualRnnPtb(data_dir=data_dir)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     words: Dict[str, List[str]] = {split: split_words(builder, split) for split in ptb.SPLITS}

@@ -5,8 +5,6 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from gradual_rnn.configs import PRECISIONS
-
 PACKAGE = "gradual_rnn"
 
 # Mixed precision: variables, the cell state and the softmax stay float32; matrix products (and the
@@ -15,11 +13,10 @@ _COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_
 
 
 def compute_dtype(precision: str) -> tf.DType:
-    """The matrix-product dtype of a precision (one of `PRECISIONS`)."""
+    """The matrix-product dtype of a precision: "float32", "mixed_bfloat16" or "mixed_float16"."""
     if precision not in _COMPUTE_DTYPES:
-        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}.")
+        raise ValueError(f"precision={precision!r} is not one of {tuple(_COMPUTE_DTYPES)}.")
     return _COMPUTE_DTYPES[precision]
-
 
 
 def uniform_initializer(init_scale: float, seed: Optional[int]):

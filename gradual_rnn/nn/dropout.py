@@ -1,43 +1,17 @@
-"""Every random draw of a run, and the dropout plans that use them.
+"""Every random draw of the layers: stateless functions of an explicit seed.
 
-Nothing here keeps a random state: each draw is a stateless function of the config's seed and the
-key (phase, epoch, window) of the window it serves, so a resumed run sees exactly the noise an
-uninterrupted one would, and a checkpoint needs no RNG state.
+Nothing here keeps a random state: each draw is a stateless function of a seed, which the trainer
+derives from the run's seed and the key (phase, epoch, window) of the window it serves, so a resumed
+run sees exactly the noise an uninterrupted one would, and a checkpoint needs no RNG state.
 
 * per-element dropout (Zaremba et al. 2014): fresh for every element and step;
 * variational masks (Gal & Ghahramani; the GL code): one `bernoulli(keep) / keep` mask per layer
   and sequence, for the layer's output and for its recurrent state, refreshed per epoch or window;
 * h-detach coins (Kanuparthi et al. 2019): per layer and step, whether h_{t-1} passes no gradient.
 """
-import dataclasses
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import tensorflow as tf
-
-from gradual_rnn.configs import Config
-
-
-@dataclasses.dataclass(frozen=True)
-class DropoutPlan:
-    """What a training call drops, fixed per phase.
-
-    style 'zaremba': per-element dropout on the embedding and on each layer's output.
-    style 'variational': per-element dropout on the embedding; per-layer masks passed to the call.
-    """
-
-    style: str
-    keep_embed: float
-    keep_output: Tuple[float, ...]
-    keep_state: Tuple[float, ...]
-
-    @classmethod
-    def for_depth(cls, config: Config, depth: int) -> "DropoutPlan":
-        return cls(config.dropout_style, config.keep_prob_embed, config.keep_output[depth - 1],
-                   config.keep_state[depth - 1])
-
-    @property
-    def is_identity(self) -> bool:
-        return self.keep_embed >= 1.0 and all(k >= 1.0 for k in self.keep_output + self.keep_state)
 
 
 def window_seed(base_seed: int, key):
@@ -84,18 +58,7 @@ def stateless_dropout(inputs, keep: float, seed):
     return tf.nn.experimental.stateless_dropout(inputs, rate=1.0 - keep, seed=seed)
 
 
-def detach_steps(config: Config, seed, depth: int, num_steps: int):
-    """h-detach coins, one `<bool>[num_steps]` per layer, or None when h-detach is off."""
-    if not config.h_detach:
-        return None
+def detach_coins(probability: float, seed, depth: int, num_steps: int):
+    """h-detach coins, one `<bool>[num_steps]` per layer 1..depth, each true with `probability`."""
     return [tf.random.stateless_uniform([num_steps], seed=tf.random.experimental.stateless_fold_in(
-        seed, 1000 + layer)) < config.h_detach for layer in range(depth)]
-
-
-def sample_masks(config: Config, plan: DropoutPlan, key, batch_size: int):
-    """The variational masks of a phase for one refresh (`key` = (phase, epoch, window))."""
-    if plan.style != "variational":
-        return None
-    seed = window_seed(config.seed + 1, key)
-    return sample_variational_masks(seed, batch_size, config.hidden_size,
-                                    plan.keep_output, plan.keep_state)
+        seed, 1000 + layer)) < probability for layer in range(depth)]

@@ -13,12 +13,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gradual_rnn.configs import Config
 from gradual_rnn.nn import base
 from gradual_rnn.nn import dropout as dropout_lib
 from gradual_rnn.nn import heads
 from gradual_rnn.nn import lstm
-from gradual_rnn.nn.dropout import DropoutPlan, fold_seed
+from gradual_rnn.nn.dropout import fold_seed
 
 # Seed offsets per variable, so a variable's initial value does not depend on build order:
 # a depth-k model built directly equals one grown from depth k-1 (with new_layer_init='random').
@@ -63,10 +62,12 @@ class LanguageModel(keras.Model):
     """call(ids `<int>[batch, time]`, state, depth=None, dropout=None, seed=None, masks=None)
     -> (logits `<float>[batch, time, vocab]` of head `depth`, new state of layers 1..depth).
 
-    state: one `(c, h)` pair per layer, each `<float>[batch, hidden]` (at least `depth` pairs).
-    dropout: a DropoutPlan for training, None for evaluation. seed: `<int>[2]` for per-element dropout.
+    state: one `LSTMState` (c, h) per layer, each `<float>[batch, hidden]` (at least `depth` of them).
+    dropout: for training, a plan with the fields `style` ('zaremba' or 'variational'), `keep_embed`,
+    `keep_output` and `keep_state` (per layer), e.g. `gradual_rnn.phases.DropoutPlan`; None for
+    evaluation. seed: `<int>[2]` for per-element dropout.
     masks: for variational dropout, one `(output_mask, state_mask)` per layer (None entries skip).
-    detach: for h-detach, one `<bool>[time]` per layer (see `layers.BasicLSTM.call`), or None.
+    detach: for h-detach, one `<bool>[time]` per layer (see `lstm.BasicLSTM.call`), or None.
     """
 
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, init_scale: float,
@@ -103,19 +104,19 @@ class LanguageModel(keras.Model):
         return layer
 
     def initial_state(self, batch_size: int, depth: Optional[int] = None):
-        """Zero `(c, h)` for layers 1..depth, each `<float32>[batch_size, hidden]`."""
+        """A zero `LSTMState` for each of layers 1..depth, each `<float32>[batch_size, hidden]`."""
         zeros = tf.zeros([batch_size, self.hidden_size])
-        return tuple((zeros, zeros) for _ in range(depth or self.num_layers))
+        return tuple(lstm.LSTMState(zeros, zeros) for _ in range(depth or self.num_layers))
 
-    def call(self, ids, state, depth=None, dropout: Optional[DropoutPlan] = None, seed=None,
+    def call(self, ids, state, depth=None, dropout=None, seed=None,
              masks=None, detach=None):
         outputs, new_state = self.top_outputs(ids, state, depth, dropout, seed, masks, detach)
         return self._logits(outputs), new_state
 
-    def summed_cost(self, ids, targets, state, depth=None, dropout: Optional[DropoutPlan] = None,
+    def summed_cost(self, ids, targets, state, depth=None, dropout=None,
                     seed=None, masks=None, detach=None, activity=None, trace=None):
         """(`sum(cross-entropy)` of head `depth` against targets `<int>[batch, time]`, new state),
-        with the softmax and its gradient fused (`layers.summed_softmax_cost`): what training
+        with the softmax and its gradient fused (`heads.summed_softmax_cost`): what training
         differentiates. Same arguments as `call`; `activity` and `trace`, see `top_outputs`."""
         outputs, new_state = self.top_outputs(ids, state, depth, dropout, seed, masks, detach, activity,
                                               trace)
@@ -123,13 +124,13 @@ class LanguageModel(keras.Model):
             return self.head.summed_cost(outputs, self.embedding.embeddings, targets), new_state
         return self.head.summed_cost(outputs, targets), new_state
 
-    def top_outputs(self, ids, state, depth=None, dropout: Optional[DropoutPlan] = None, seed=None,
+    def top_outputs(self, ids, state, depth=None, dropout=None, seed=None,
                     masks=None, detach=None, activity=None, trace=None):
         """(outputs of layer `depth` after its dropout, `<float>[batch, time, hidden]`, new state).
 
         activity: None, or a list that receives `sum(|h|)` (float32) of each layer's outputs, before
         dropout, for the L1 activity penalty. trace: None, or a list that receives each layer's
-        `layers.StepTrace`; the layers then run `BasicLSTM.stepwise` (for Ω; no h-detach)."""
+        `lstm.StepTrace`; the layers then run `BasicLSTM.stepwise` (for Ω; no h-detach)."""
         depth = self.num_layers if depth is None else depth
         if not 1 <= depth <= self.num_layers:
             raise ValueError(f"depth={depth} is outside 1..{self.num_layers}.")
@@ -177,15 +178,6 @@ class LanguageModel(keras.Model):
                     tied_weights=self.tied_weights, embedding_bias=self.embedding_bias,
                     forget_bias=self.forget_bias, rnn_mode=self.rnn_mode, seed=self.seed,
                     precision=self.precision, name=self.name)
-
-
-def build_model(config: Config, depth: Optional[int] = None) -> LanguageModel:
-    """A language model of `depth` layers (default: all) with the config's sizes and seed."""
-    return LanguageModel(config.vocab_size, config.hidden_size, depth or config.num_layers,
-                         config.init_scale, embedding_size=config.embedding_width,
-                         tied_weights=config.tied_weights, embedding_bias=config.embedding_bias,
-                         forget_bias=config.forget_bias, rnn_mode=config.rnn_mode, seed=config.seed,
-                         precision=config.precision)
 
 
 def _copy_weights(source_layer: keras.layers.Layer, target_layer: keras.layers.Layer) -> None:

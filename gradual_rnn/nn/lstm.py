@@ -1,4 +1,4 @@
-"""Registered Keras layers: the TF1 BasicLSTMCell LSTM (two compute paths) and variational dropout.
+"""The LSTM layer of both references: TF1 BasicLSTMCell math, explicit state, two compute paths.
 
 Gate math (TF1 `BasicLSTMCell`, Zaremba et al. 2014; the GL code uses the same cell)::
 
@@ -11,14 +11,22 @@ TF1 stores one kernel `[x, h] -> [i, j, f, o]`. These layers keep their weights 
 the same variables feed both paths; `tf1_to_keras_gates` / `keras_to_tf1_gates` map the gate order.
 """
 import dataclasses
-import os
-from typing import Callable, List, Optional
+from typing import Callable, List, NamedTuple, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from gradual_rnn import hardware
 from gradual_rnn.nn.base import PACKAGE, compute_dtype, uniform_initializer
+
+class LSTMState(NamedTuple):
+    """The recurrent state of one LSTM layer: the cell `c` and the output `h` fed back, each
+    `<float>[batch, units]` (Sonnet's `LSTMState`)."""
+
+    cell: tf.Tensor
+    hidden: tf.Tensor
+
 
 # TF1 (i, j, f, o) and Keras (i, f, c=j, o) differ by swapping the middle blocks, both ways.
 _SWAP_MIDDLE_GATES = (0, 2, 1, 3)
@@ -66,6 +74,7 @@ def _gate_activations(gates, forget_bias):
     return tf.sigmoid(input_gate), tf.sigmoid(forget_gate), tf.tanh(candidate), tf.sigmoid(output_gate)
 
 
+RNN_MODES = ("auto", "cudnn", "basic", "block")
 MAX_UNROLLED_STEPS = 8
 
 
@@ -94,16 +103,9 @@ def batch_groups(batch_size, units: int) -> int:
         return 1
     if not MIN_GROUPED_UNITS <= units <= MAX_GROUPED_UNITS:
         return 1
-    if gpu_available() or usable_cores() < 2:
+    if hardware.gpu_available() or hardware.usable_cores() < 2:
         return 1
     return 2
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 MIN_GROUPED_UNITS, MAX_GROUPED_UNITS = 128, 512
@@ -262,7 +264,7 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
         return (batch_major(outputs), join_rows(final_cells), join_rows(final_hiddens)), backward
 
     outputs, cell, hidden = run(projected, cell, hidden, recurrent_kernel, mask)
-    return outputs, (cell, hidden)
+    return outputs, LSTMState(cell, hidden)
 
 
 @dataclasses.dataclass
@@ -273,12 +275,6 @@ class StepTrace:
     step: Callable
     cells: List
     hiddens: List
-
-
-def gpu_available() -> bool:
-    """Whether TensorFlow sees a GPU (where `rnn_mode='auto'` picks the cuDNN-eligible path)."""
-    return bool(tf.config.list_logical_devices("GPU"))
-
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -297,6 +293,8 @@ class BasicLSTM(keras.layers.Layer):
     Two paths compute the same function from the same variables:
       * `basic`: the input projection of all time steps as one matrix multiply, then only the
         recurrent part step by step. Needed whenever there is a recurrent mask.
+        `block` names the same path: the tutorial's `LSTMBlockCell` computes this math too (forget
+        bias 0), under other checkpoint names (which `serve.tf1` reads and writes).
       * `cudnn`: `keras.layers.LSTM` with tanh / sigmoid, bias, no recurrent dropout, not unrolled:
         the arguments for which Keras runs its fused cuDNN kernel on a GPU (its generic loop on
         a CPU). Only with forget_bias 0 and no recurrent mask.
@@ -308,8 +306,8 @@ class BasicLSTM(keras.layers.Layer):
         super().__init__(**kwargs)
         self.product_dtype = compute_dtype(precision)
         self.precision = precision
-        if rnn_mode not in ("auto", "cudnn", "basic"):
-            raise ValueError(f"rnn_mode={rnn_mode!r} is not one of ('auto', 'cudnn', 'basic').")
+        if rnn_mode not in RNN_MODES:
+            raise ValueError(f"rnn_mode={rnn_mode!r} is not one of {RNN_MODES}.")
         if rnn_mode == "cudnn" and forget_bias:
             raise ValueError("rnn_mode='cudnn' needs forget_bias=0: the fused kernel adds no constant "
                              "to the forget gate. Use rnn_mode='basic' or 'auto'.")
@@ -345,7 +343,7 @@ class BasicLSTM(keras.layers.Layer):
         """Whether a call with this recurrent mask may run on keras.layers.LSTM's fused cuDNN kernel
         (on a GPU): not forced to `basic`, no state mask, no forget bias (the arguments are fixed
         at construction). Raises for `rnn_mode='cudnn'` with a state mask."""
-        if self.rnn_mode == "basic":
+        if self.rnn_mode in ("basic", "block"):
             return False
         if recurrent_mask is not None:
             if self.rnn_mode == "cudnn":
@@ -361,7 +359,7 @@ class BasicLSTM(keras.layers.Layer):
         CPU, Keras runs its generic loop, which is slower than the basic path (BUILD.md)."""
         if not self.cudnn_eligible(recurrent_mask):
             return False
-        return self.rnn_mode == "cudnn" or gpu_available()
+        return self.rnn_mode == "cudnn" or hardware.gpu_available()
 
     def call(self, inputs, state, recurrent_mask=None, detach=None, training=False):
         """detach: None, or `<bool>[time]` for h-detach (Kanuparthi et al. 2019): where true, the
@@ -370,7 +368,7 @@ class BasicLSTM(keras.layers.Layer):
         if detach is None and self.uses_cudnn_path(recurrent_mask):
             cell, hidden = state
             outputs, hidden, cell = self.lstm(inputs, initial_state=[hidden, cell], training=training)
-            return outputs, (tf.cast(cell, state[0].dtype), tf.cast(hidden, state[1].dtype))
+            return outputs, LSTMState(tf.cast(cell, state[0].dtype), tf.cast(hidden, state[1].dtype))
         return self._basic_call(inputs, state, recurrent_mask, detach)
 
     def _projected(self, inputs):
@@ -415,7 +413,7 @@ class BasicLSTM(keras.layers.Layer):
             hidden = fed(output)
         trace = StepTrace(lambda index, previous: advance(index, previous[0], fed(previous[1]))[1],
                           cells, hiddens)
-        return tf.stack(hiddens, axis=1), (cell, hidden), trace
+        return tf.stack(hiddens, axis=1), LSTMState(cell, hidden), trace
 
     def get_config(self):
         config = super().get_config()

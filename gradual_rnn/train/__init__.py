@@ -1,13 +1,6 @@
-"""Training: the phase loop (`run`), epochs, compiled steps, evaluation, schedules, regularizers,
-checkpoints and distribution. `gradual_rnn.train.run(config, options)` trains a run; the names are
-loaded on first use, so `gradual_rnn.train.checkpoint` can be imported without the training loop."""
+"""Training: the phase loop, epochs, compiled steps, evaluation, schedules, regularizers, the run
+folder and its checkpoints, distribution.
 
-_LOOP_NAMES = {"run": "train", "train": "train", "RunOptions": "RunOptions",
-               "TrainingDiverged": "TrainingDiverged", "Interrupted": "Interrupted"}
-
-
-def __getattr__(name):
-    if name in _LOOP_NAMES:
-        from gradual_rnn.train import loop
-        return getattr(loop, _LOOP_NAMES[name])
-    raise AttributeError(f"module 'gradual_rnn.train' has no attribute {name!r}")
+`run_folder` and `progress` need no TensorFlow; the rest does. Import the modules themselves, e.g.
+`from gradual_rnn.train import loop` (`loop.train(config, options)` trains a run).
+"""

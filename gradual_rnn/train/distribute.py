@@ -71,10 +71,10 @@ def split_nested(strategy, structure):
 
 
 def make_distributed_train_step(strategy: tf.distribute.Strategy, model, optimizer, config: Config,
-                                plan, depth: int):
-    """A compiled `step(inputs, targets, carried, key) -> (cost, carried, gradient_norm)` whose
-    inputs and carried `(state, masks)` are per-replica values (see `split_rows`); cost is the
-    references' global window cost, the carried values stay per replica."""
+                                plan, depth: int) -> steps.TrainStep:
+    """A `TrainStep` whose `one(inputs, targets, state, key, masks)` takes the whole window's
+    inputs and targets (split here, see `split_rows`) and per-replica state and masks; the cost is
+    the references' global window cost, the returned state stays per replica. One window a call."""
     if config.sampling:
         raise ConfigError("sampling (Chernodub & Nowicki's minibatch rule) runs on one device only.")
     variables = model.trainable_variables
@@ -104,7 +104,10 @@ def make_distributed_train_step(strategy: tf.distribute.Strategy, model, optimiz
         total = strategy.reduce(tf.distribute.ReduceOp.SUM, cost, axis=None)
         return total, state, strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None)
 
-    return steps.carrying(step)
+    def global_step(inputs, targets, state, key, masks):
+        return step(split_rows(strategy, inputs), split_rows(strategy, targets), state, key, masks)
+
+    return steps.TrainStep(global_step)
 
 
 def agree_on_minimum(strategy: tf.distribute.Strategy, value: int) -> int:

@@ -4,7 +4,7 @@ from absl import logging
 
 from gradual_rnn.nn import cross_entropy
 from gradual_rnn.nn.language_model import LanguageModel
-from gradual_rnn.train import schedules
+from gradual_rnn.train.progress import perplexity
 
 
 EVAL_CHUNK_TOKENS = 512
@@ -72,7 +72,7 @@ def _perplexity(step, model, depth: int, windows) -> float:
     inputs, targets, weights = windows
     nll, count, _ = step(tf.constant(inputs), tf.constant(targets), tf.constant(weights),
                          model.initial_state(inputs.shape[1], depth))
-    return schedules.perplexity(float(nll), float(count))
+    return perplexity(float(nll), float(count))
 
 
 class Evaluator:

@@ -1,14 +1,16 @@
 """The training orchestrator: `train(config, options)` runs the phases of `make_phases(config)`.
 
-Everything a rule remembers lives in the `checkpoint.Progress` record, saved with the variables
-after every epoch (and every `checkpoint_every_windows` windows), so the same command resumes where
-a run stopped, to the bit.
+Everything a rule remembers lives in the `Progress` record, saved with the variables after every
+epoch (and every `checkpoint_every_windows` windows), so the same command resumes where a run
+stopped, to the bit. The phase loop reads as the paper: for each phase, build (or grow) the model,
+then train its epochs; each epoch returns the next progress.
 """
 import contextlib
+import dataclasses
 import logging as logging_lib
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -18,9 +20,13 @@ from gradual_rnn.data import ptb
 from gradual_rnn.nn import language_model as lm
 from gradual_rnn.phases import Phase, make_phases
 from gradual_rnn.train import checkpoint, distribute, epoch, steps
+from gradual_rnn.train.context import (Clock, Interrupted, RunContext, RunOptions, SignalGuard,
+                                       TrainingDiverged)
 from gradual_rnn.train.evaluate import Evaluator
-from gradual_rnn.train.schedules import BestValidation
-from gradual_rnn.train.session import Interrupted, RunOptions, Session, SignalGuard, TrainingDiverged
+from gradual_rnn.train.models import build_model
+from gradual_rnn.train.progress import BestValidation, Progress, diverged, divergence_rule
+from gradual_rnn.train.run_folder import RunCheckpoint, RunFolder, RunFolderError
+from gradual_rnn.train.steps import Carried
 
 __all__ = ["train", "RunOptions", "TrainingDiverged", "Interrupted"]
 
@@ -35,23 +41,67 @@ def train(config: Config, options: RunOptions, corpus: Optional[ptb.Corpus] = No
     corpus = corpus or ptb.load_corpus(options.data_dir)
     if corpus.vocab_size != config.vocab_size:
         raise ptb.DataError(f"The corpus has {corpus.vocab_size} words in its vocabulary but the config "
-                            f"says vocab_size={config.vocab_size}; pass --set=vocab_size={corpus.vocab_size}.")
+                            f"says vocab_size={config.vocab_size}.")
     windows = ptb.run_windows(corpus, config.batch_size, config.num_steps, config.test_batch_size,
                               config.test_num_steps)
-    store = checkpoint.CheckpointStore(options.save_path, config, options.restart_from_scratch)
-    with checkpoint.RunLock(store.save_path), _log_file(store.save_path):
+    folder = RunFolder(options.save_path)
+    store = checkpoint.CheckpointStore(folder, config, options.restart_from_scratch)
+    with folder.lock(), _log_file(folder.log_file), _session_tensorboard(folder, store) as writer:
         if options.smoke_test:
             logging.warning("SMOKE TEST: only the first %s tokens of the splits are read; the numbers "
                             "are not comparable with full runs.", options.smoke_test)
         if options.deterministic:
             tf.config.experimental.enable_op_determinism()
+        _check_corpus(folder, corpus, options)
         strategy = strategy or tf.distribute.get_strategy()
-        restored = _agreed_checkpoint(store, strategy)
-        progress = restored.progress if restored else checkpoint.Progress()
-        session = Session(config, options, windows, store, progress, strategy,
-                          phases=tuple(make_phases(config)))
-        with SignalGuard() as session.guard:
-            return run_phases(session, restored)
+        phases = tuple(make_phases(config))
+        restored = _agreed_checkpoint(store, strategy, _progress_problem(phases, windows.epoch_size))
+        progress = restored.progress if restored else Progress()
+        _log_restored(restored, phases)
+        with SignalGuard() as guard:
+            context = RunContext(config, options, windows, store, strategy, phases, writer, guard)
+            _write_corpus(folder, corpus, options)
+            return run_phases(context, progress, restored)
+
+
+def corpus_identity(corpus: ptb.Corpus, options: RunOptions) -> Dict:
+    """What makes the data of a run: the corpus as read, and how it was read."""
+    return dict(fingerprint=corpus_fingerprint(corpus), smoke_test=bool(options.smoke_test),
+                map_unknown_to_unk=options.map_unknown_to_unk,
+                tokens=dict(train=len(corpus.train), valid=len(corpus.valid), test=len(corpus.test)))
+
+
+def corpus_fingerprint(corpus: ptb.Corpus) -> str:
+    fingerprint = getattr(corpus, "fingerprint", None)
+    if callable(fingerprint):
+        return fingerprint()
+    import hashlib
+
+    digest = hashlib.sha256()
+    for ids in (corpus.train, corpus.valid, corpus.test):
+        digest.update(str(len(ids)).encode())
+        digest.update(ids.astype("<i4").tobytes())
+    digest.update("\n".join(corpus.words()).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _check_corpus(folder: RunFolder, corpus: ptb.Corpus, options: RunOptions) -> None:
+    """Refuses to resume a run on other data than it trained on, naming what differs."""
+    if not folder.complete():
+        return
+    changes = folder.corpus_changes(corpus_identity(corpus, options))
+    if changes:
+        details = ", ".join(f"{key}: saved {_short(saved)} now {_short(now)}" for key, (saved, now) in changes.items())
+        raise RunFolderError(f"--save_path {folder.path} holds a run trained on other data ({details}). "
+                             f"Use a new --save_path, or the data and flags it was started with.")
+
+
+def _short(value):
+    return f"{value[:12]}..." if isinstance(value, str) and len(value) > 16 else repr(value)
+
+
+def _write_corpus(folder: RunFolder, corpus: ptb.Corpus, options: RunOptions) -> None:
+    folder.write_corpus(corpus_identity(corpus, options), corpus.words())
 
 
 class OwnLines(logging_lib.Filter):
@@ -66,9 +116,9 @@ class OwnLines(logging_lib.Filter):
 
 
 @contextlib.contextmanager
-def _log_file(save_path: str):
-    """The run's log lines also go to `save_path/train.log` (appended to across sessions)."""
-    handler = logging_lib.FileHandler(os.path.join(save_path, "train.log"), encoding="utf-8")
+def _log_file(path: str):
+    """The run's log lines also go to the run's log file (appended to across sessions)."""
+    handler = logging_lib.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging_lib.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.addFilter(OwnLines())
     logger = logging.get_absl_logger()
@@ -80,101 +130,155 @@ def _log_file(save_path: str):
         handler.close()
 
 
-def _reopen_if_extended(session: Session) -> None:
+@contextlib.contextmanager
+def _session_tensorboard(folder: RunFolder, store: checkpoint.CheckpointStore):
+    """The run's TensorBoard writer. A session that fails before it wrote a checkpoint removes the
+    event file it started, so a rerun's steps do not appear twice."""
+    before = set(os.listdir(folder.tensorboard)) if os.path.isdir(folder.tensorboard) else set()
+    writer = tf.summary.create_file_writer(folder.tensorboard)
+    written = store.writes
+    try:
+        yield writer
+    except BaseException:
+        writer.close()
+        if store.writes == written and os.path.isdir(folder.tensorboard):
+            for name in set(os.listdir(folder.tensorboard)) - before:
+                os.remove(os.path.join(folder.tensorboard, name))
+        raise
+    writer.close()
+
+
+def _log_restored(restored: Optional[RunCheckpoint], phases: Tuple[Phase, ...]) -> None:
+    """Says where a resumed run goes on: the phase and epoch that run next."""
+    if restored is None:
+        return
+    progress = restored.progress
+    if progress.finished:
+        where = "the run has finished"
+    elif progress.phase > len(phases):
+        where = "every phase is trained; the final evaluation runs next"
+    else:
+        where = (f"phase {progress.phase} of {len(phases)}, epoch {progress.epoch + 1}, window "
+                 f"{progress.window} run next")
+    logging.info("Restored %s: %s.", restored.prefix, where)
+
+
+def _progress_problem(phases: Tuple[Phase, ...], epoch_size: int):
+    """A check of a sidecar's progress against the run's phases and epoch size: what is wrong, or None."""
+
+    def problem(progress: Progress) -> Optional[str]:
+        last = len(phases) + 1
+        if not 1 <= progress.phase <= last:
+            return f"phase {progress.phase} is outside 1..{last}"
+        if progress.phase <= len(phases):
+            done = sum(1 for row in progress.rows if row.get("phase") == progress.phase)
+            if progress.epoch != done:
+                return f"epoch {progress.epoch} does not follow its {done} finished epochs of phase {progress.phase}"
+        if not 0 <= progress.window < epoch_size:
+            return f"window {progress.window} is outside 0..{epoch_size - 1}"
+        if not 0 <= progress.model_depth <= max(phase.depth for phase in phases):
+            return f"model_depth {progress.model_depth} does not fit the run's phases"
+        return None
+
+    return problem
+
+
+def _reopen_if_extended(context: RunContext, progress: Progress) -> Progress:
     """A finished run whose last phase now has more epochs (a raised max_epochs) goes on training it."""
-    progress, last = session.progress, session.phases[-1]
+    last = context.phases[-1]
     done = sum(1 for row in progress.rows if row["phase"] == last.index)
     if progress.phase > last.index and done < last.epochs:
         logging.info("max_epochs now gives the last phase %d epochs (it has done %d): training on.",
                      last.epochs, done)
-        progress.finished, progress.final = False, {}
-        progress.phase, progress.epoch, progress.window = last.index, done, 0
+        return dataclasses.replace(progress, finished=False, final={}, phase=last.index, epoch=done, window=0)
+    return progress
 
 
-def run_phases(session: Session, restored: Optional[checkpoint.Restored]) -> Dict:
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """What a restored checkpoint hands the first phase a session trains: the model, the optimizer
+    slots (a checkpoint inside a phase holds them) and the carried state (inside an epoch)."""
+
+    model: Optional[lm.LanguageModel] = None
+    optimizer_prefix: Optional[str] = None
+    carried: Optional[Carried] = None
+
+
+def run_phases(context: RunContext, progress: Progress, restored: Optional[RunCheckpoint]) -> Dict:
     """The phase loop: each phase builds (or grows) its model, then trains its epochs."""
-    progress = session.progress
-    _reopen_if_extended(session)
+    progress = _reopen_if_extended(context, progress)
     if progress.finished:
-        logging.info("The run in %s has finished; its results are in results.json.", session.store.save_path)
+        logging.info("The run in %s has finished; its results are in its results file.", context.store.folder.path)
         return progress.final
-    for phase in session.phases[progress.phase - 1:]:
-        optimizer, train_step = enter_phase(session, phase, restored)
-        carried = _restored_carried(restored, phase) if progress.window else None
-        restored = None
+    resume, run, clock = _resume(context, restored), None, Clock()
+    for phase in context.phases[progress.phase - 1:]:
+        run, progress = enter_phase(context, phase, progress, resume)
+        carried = resume.carried
         while progress.epoch < phase.epochs:
-            epoch.run_epoch(session, phase, train_step, optimizer, carried)
+            progress = epoch.run_epoch(context, run, progress, carried, clock)
             carried = None
-        progress.phase, progress.epoch = phase.index + 1, 0
-        session.save()
-    if session.model is None:  # resumed after the last phase had ended
-        session.model = _restored_model(session, restored)
-        session.evaluator = Evaluator(session.model, progress.model_depth, session.windows,
-                                      session.options.jit_compile)
-    return finish(session)
+        progress = dataclasses.replace(progress, phase=phase.index + 1, epoch=0)
+        epoch.save_checkpoint(context, progress, run.model)
+        resume = Resume(model=run.model)
+    model = run.model if run else resume.model
+    evaluator = run.evaluator if run else Evaluator(model, progress.model_depth, context.windows,
+                                                    context.options.jit_compile)
+    return finish(context, progress, model, evaluator)
 
 
-def enter_phase(session: Session, phase: Phase, restored):
-    """Builds the phase's model (restored, grown or new), its optimizer and compiled steps."""
-    config, progress = session.config, session.progress
-    with session.strategy.scope():
-        model = _restored_model(session, restored) if restored else session.model
+def _resume(context: RunContext, restored: Optional[RunCheckpoint]) -> Resume:
+    if restored is None:
+        return Resume()
+    model = checkpoint.load_model(context.config, restored)
+    carried = None
+    if restored.progress.window:
+        state, masks = checkpoint.read_carried(restored.prefix, restored.progress.model_depth)
+        carried = None if state is None else Carried(state, masks)
+    return Resume(model, restored.prefix, carried)
+
+
+def enter_phase(context: RunContext, phase: Phase, progress: Progress, resume: Resume):
+    """The phase's model (restored, grown or new), optimizer, compiled step and evaluator, and the
+    progress as the phase starts (its learning rate and validation history reset at its start)."""
+    config = context.config
+    with context.strategy.scope():
+        model = resume.model
         if model is None:
-            model = lm.build_model(config, phase.depth)
+            model = build_model(config, phase.depth)
         elif phase.grows_model and model.num_layers < phase.depth:
             model = lm.grow(model, phase.depth, config.new_layer_init)
         optimizer = steps.make_optimizer(config)
-    session.model, progress.model_depth = model, phase.depth
     lm.freeze(model, phase.frozen_layers)
-    train_step = _train_step(session, optimizer, phase)
-    session.sampling_counters = getattr(train_step, "used", None), getattr(train_step, "seen", None)
-    if restored is not None:  # optimizer variables are saved only inside a phase
-        checkpoint.restore_optimizer(restored.prefix, optimizer)
-    session.evaluator = Evaluator(model, phase.depth, session.windows, session.options.jit_compile)
+    step = _train_step(context, model, optimizer, phase)
+    if resume.optimizer_prefix is not None:  # optimizer variables are saved only inside a phase
+        checkpoint.restore_optimizer(resume.optimizer_prefix, optimizer)
+    evaluator = Evaluator(model, phase.depth, context.windows, context.options.jit_compile)
+    progress = dataclasses.replace(progress, model_depth=phase.depth)
     if progress.epoch == 0 and progress.window == 0:  # the phase starts now
-        progress.learning_rate, progress.valid_history = None, []
-        if not config.best_valid_across_phases:
-            progress.best = {}
+        progress = dataclasses.replace(progress, learning_rate=None, valid_history=(),
+                                       best=progress.best if config.best_valid_across_phases else {})
     logging.info("Phase %d/%d: depth %d, %d epochs, dropout %s, trainable layers %s.", phase.index,
-                 len(session.phases), phase.depth, phase.epochs, phase.dropout, [i + 1 for i in phase.trainable_layers])
-    return optimizer, train_step
+                 len(context.phases), phase.depth, phase.epochs, phase.dropout,
+                 [i + 1 for i in phase.trainable_layers])
+    return epoch.PhaseRun(phase, model, optimizer, step, evaluator), progress
 
 
-def _restored_model(session: Session, restored: checkpoint.Restored) -> lm.LanguageModel:
-    model = lm.build_model(session.config, restored.progress.model_depth)
-    checkpoint.restore_model(restored.prefix, model)
-    return model
-
-
-def _restored_carried(restored: Optional[checkpoint.Restored], phase: Phase):
-    if restored is None:
-        return None
-    state, masks = checkpoint.read_carried(restored.prefix, phase.depth)
-    return None if state is None else (state, masks)
-
-
-def _train_step(session: Session, optimizer, phase: Phase):
+def _train_step(context: RunContext, model, optimizer, phase: Phase) -> steps.TrainStep:
     """The compiled step of the phase; with several replicas it splits each window across them."""
-    if not session.distributed:
-        return steps.make_train_step(session.model, optimizer, session.config, phase.dropout, phase.depth,
-                                     session.options.jit_compile)
-    step = distribute.make_distributed_train_step(session.strategy, session.model, optimizer, session.config,
+    if not context.distributed:
+        return steps.make_train_step(model, optimizer, context.config, phase.dropout, phase.depth,
+                                     context.options.jit_compile)
+    return distribute.make_distributed_train_step(context.strategy, model, optimizer, context.config,
                                                   phase.dropout, phase.depth)
 
-    def global_step(inputs, targets, carried, key):
-        split = distribute.split_nested
-        return step(split(session.strategy, inputs), split(session.strategy, targets), carried, key)
 
-    return global_step
-
-
-def _agreed_checkpoint(store: checkpoint.CheckpointStore, strategy: tf.distribute.Strategy):
-    """The newest checkpoint, or with several workers the newest one that every worker holds.
+def _agreed_checkpoint(store: checkpoint.CheckpointStore, strategy: tf.distribute.Strategy, valid):
+    """The newest usable checkpoint, or with several workers the newest one that every worker holds.
 
     Workers write their checkpoints independently, so one killed while writing may be an epoch
     behind the others; all resume from the fewest completed epochs so their collectives match.
     """
-    restored = store.restore()
+    restored = store.restore(valid=valid)
     if strategy.num_replicas_in_sync == 1:
         return restored
     epochs_done = len(restored.progress.rows) if restored else -1
@@ -182,27 +286,36 @@ def _agreed_checkpoint(store: checkpoint.CheckpointStore, strategy: tf.distribut
     if agreed == epochs_done:
         return restored
     logging.warning("Another worker has completed only %d epochs; resuming from that point.", max(agreed, 0))
-    return store.restore(lambda progress: len(progress.rows) == agreed) if agreed >= 0 else None
+    return store.restore(lambda progress: len(progress.rows) == agreed, valid) if agreed >= 0 else None
 
 
-def finish(session: Session) -> Dict:
-    """The final test (with `after_training`), results.json, and the finished checkpoint."""
-    progress, config = session.progress, session.config
+def finish(context: RunContext, progress: Progress, model, evaluator: Evaluator) -> Dict:
+    """The final test (with `after_training`), the results file, and the finished checkpoint."""
+    config = context.config
     best = BestValidation(**progress.best)
+    if best.phase is None and config.test_rule == "at_best_valid":
+        raise TrainingDiverged(f"No epoch of the run scored a validation perplexity below the rule's "
+                               f"starting value {best.valid:g}; there are no results to report. "
+                               f"{context.store.kept_message().capitalize()}.")
     final = dict(config=config.name, best_valid_perplexity=best.valid, best_phase=best.phase,
-                 best_epoch=best.epoch, rows=progress.rows)
+                 best_epoch=best.epoch, rows=[dict(row) for row in progress.rows])
     if config.test_rule == "after_training":
-        final["test_perplexity"], final["exact_test_perplexity"] = session.evaluator.test()
+        final["test_perplexity"], final["exact_test_perplexity"] = evaluator.test()
         final["valid_perplexity"] = progress.rows[-1]["valid_perplexity"]
         final["train_perplexity"] = progress.rows[-1]["train_perplexity"]
     else:
         final["test_perplexity"], final["exact_test_perplexity"] = best.test, best.exact_test
-    final["wall_seconds_this_session"] = time.time() - session.started
-    if session.options.smoke_test:
-        final["smoke_test"] = dict(session.options.smoke_test)
-    progress.final, progress.finished = final, True
-    session.save()
-    checkpoint.write_json_atomically(os.path.join(session.store.save_path, "results.json"), final)
+    for name in ("test_perplexity", "exact_test_perplexity"):
+        if final[name] is not None and diverged(final[name], config.vocab_size):
+            raise TrainingDiverged(f"The {name.replace('_', ' ')} is {final[name]:.6g} "
+                                   f"({divergence_rule(config.vocab_size)}); "
+                                   f"{context.store.kept_message()}.")
+    final["wall_seconds_this_session"] = time.time() - context.started
+    if context.options.smoke_test:
+        final["smoke_test"] = dict(context.options.smoke_test)
+    progress = dataclasses.replace(progress, final=final, finished=True)
+    epoch.save_checkpoint(context, progress, model)
+    context.store.folder.write_results(final)
     logging.info("Finished %s: test perplexity %.3f (exact %.3f), best valid %.3f.", config.name,
                  final["test_perplexity"], final["exact_test_perplexity"], best.valid)
     return final

@@ -1,17 +1,7 @@
-"""Learning-rate rules of both references, the GL code's best-validation record, and perplexity."""
-import dataclasses
-import math
-from typing import List, Optional
+"""The learning-rate rules of both references (TensorFlow-free)."""
+from typing import Optional, Sequence
 
 from gradual_rnn.configs import Config
-
-
-def perplexity(nll_sum: float, token_count: float) -> float:
-    """`exp(nll_sum / token_count)`, infinite rather than an error when it overflows."""
-    try:
-        return math.exp(nll_sum / token_count)
-    except OverflowError:
-        return math.inf
 
 
 def tutorial_learning_rate(config: Config, epoch: int) -> float:
@@ -19,7 +9,7 @@ def tutorial_learning_rate(config: Config, epoch: int) -> float:
     return config.learning_rate * config.learning_rate_decay ** max(epoch + 1 - config.full_lr_epochs, 0)
 
 
-def plateau_learning_rate(config: Config, current: float, valid_history: List[float]) -> float:
+def plateau_learning_rate(config: Config, current: float, valid_history: Sequence[float]) -> float:
     """The GL code's rule, applied before each epoch: decay when validation rose (history > 2)."""
     if len(valid_history) > 2 and valid_history[-1] > valid_history[-2]:
         return current * config.learning_rate_decay
@@ -27,24 +17,10 @@ def plateau_learning_rate(config: Config, current: float, valid_history: List[fl
 
 
 def learning_rate_for_epoch(config: Config, epoch: int, current: Optional[float],
-                            valid_history: List[float]) -> float:
+                            valid_history: Sequence[float]) -> float:
     """The learning rate of `epoch` (0-based, within a phase); `current` is None at a phase start."""
     if config.learning_rate_schedule == "tutorial":
         return tutorial_learning_rate(config, epoch)
     if current is None:
         return config.learning_rate
     return plateau_learning_rate(config, current, valid_history)
-
-
-@dataclasses.dataclass
-class BestValidation:
-    """The GL code's global best validation perplexity and the test perplexity scored at it."""
-
-    valid: float = 10000.0
-    test: Optional[float] = None
-    exact_test: Optional[float] = None
-    phase: Optional[int] = None
-    epoch: Optional[int] = None
-
-    def improves(self, valid_perplexity: float) -> bool:
-        return valid_perplexity < self.valid

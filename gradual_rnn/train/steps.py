@@ -1,23 +1,72 @@
-"""Compiled train steps, from factories: one window's cost, gradients, clipping and update.
+"""Compiled train steps, from factories: one window's cost, gradients, clipping and update, and the
+dropout noise of a window (seeded by the run's seed and the window's key).
 
 Cost of one window (both references): `sum over time and batch of cross-entropy / batch_size`,
 i.e. summed over the time steps and averaged over the batch, so its gradient grows with num_steps.
 Gradients are clipped by their global norm, then a plain SGD step (unless another optimizer is asked
 for). `max_grad_norm=inf` means no clipping.
 
-A step carries `(state, masks)` from window to window: the LSTM's `(c, h)` per layer and the
-variational masks of the current refresh (None without them), so the masks travel with the state.
+Every factory returns a `TrainStep`. The trainer carries a `Carried` value from window to window:
+the LSTM's `LSTMState` per layer and the variational masks of the current refresh (None without
+them). The compiled functions take the state and the masks as separate arguments and return only
+the new state: a graph with extra outputs may order float work differently, and this keeps the
+compiled step exactly the one the golden numbers came from.
 """
 import contextlib
+import dataclasses
 import math
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import keras
 import tensorflow as tf
 
 from gradual_rnn.configs import Config
-from gradual_rnn.train import regularizers
-from gradual_rnn.nn.dropout import DropoutPlan, detach_steps, window_seed
+from gradual_rnn.nn import dropout as dropout_lib
+from gradual_rnn.nn.dropout import window_seed
 from gradual_rnn.nn.language_model import LanguageModel
+from gradual_rnn.phases import DropoutPlan
+from gradual_rnn.train import regularizers
+
+
+class Carried(NamedTuple):
+    """What one window hands the next: the state of layers 1..depth (one `LSTMState` each) and
+    the variational masks in force (one `(output_mask, state_mask)` per layer, or None)."""
+
+    state: tuple
+    masks: Optional[list] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+    """A phase's compiled training step.
+
+    one(inputs, targets, state, key, masks) -> (cost, state, gradient_norm): one window; inputs and
+    targets `<int32>[batch, num_steps]`, key `<int64>[3]` = (phase, epoch, window).
+    many: None, or (inputs, targets, state, keys, masks) -> (costs `[K]`, state, norms `[K]`): K
+    consecutive windows in one graph loop, inputs `<int32>[K, batch, num_steps]`, keys `[K, 3]`.
+    counters: None, or the sampling rule's `(used, seen)` window counters (variables).
+    """
+
+    one: Callable
+    many: Optional[Callable] = None
+    counters: Optional[Tuple[tf.Variable, tf.Variable]] = None
+
+
+def sample_masks(config: Config, plan: DropoutPlan, key, batch_size: int):
+    """The variational masks of a phase for one refresh (`key` = (phase, epoch, window)), or None
+    without variational dropout."""
+    if plan.style != "variational":
+        return None
+    seed = window_seed(config.seed + 1, key)
+    return dropout_lib.sample_variational_masks(seed, batch_size, config.hidden_size,
+                                                plan.keep_output, plan.keep_state)
+
+
+def detach_steps(config: Config, seed, depth: int, num_steps: int):
+    """h-detach coins of a window, one `<bool>[num_steps]` per layer, or None when h-detach is off."""
+    if not config.h_detach:
+        return None
+    return dropout_lib.detach_coins(config.h_detach, seed, depth, num_steps)
 
 
 def sequence_cost(logits, targets, batch_size):
@@ -98,11 +147,10 @@ def window_omega(tape, cost, trace):
 
 
 def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer, config: Config,
-                    plan: DropoutPlan, depth: int, jit_compile: bool = False):
-    """A compiled `step(inputs, targets, carried, key) -> (cost, carried, gradient_norm)`.
+                    plan: DropoutPlan, depth: int, jit_compile: bool = False) -> TrainStep:
+    """The compiled step of a phase that trains head `depth` with the dropout `plan` (see `TrainStep`).
 
-    inputs, targets: `<int32>[batch, num_steps]`; carried: `(state, masks)`, state `(c, h)` per layer
-    1..depth, masks the variational masks or None (passed through unchanged); key: `<int64>[3]`
+    state: one `LSTMState` per layer 1..depth; masks: the variational masks or None; key: `<int64>[3]`
     (phase, epoch, window) for the dropout seed.
     The incoming state is a plain input, not a function of any variable on the tape, so no gradient
     crosses the window boundary (truncated backpropagation through time).
@@ -128,15 +176,12 @@ def make_train_step(model: LanguageModel, optimizer: keras.optimizers.Optimizer,
 
     # autograph=False here and in every compiled function of the package: their control flow is
     # explicit (tf.while_loop, tf.cond) and every Python `if` tests a Python value, so the graph is
-    # the same, and tracing skips autograph's conversion of each function it calls (the suite ran
-    # 4:02-4:12 before, 3:36 after).
-    compiled = carrying(tf.function(step, jit_compile=jit_compile, autograph=False))
-    if not config.omega:
-        # With Ω (second-order gradients through every step) the looped graph is rewritten
-        # differently: golden window 12 came out 247.49397 instead of 247.49400 (1.2e-7 relative).
-        # Ω runs one window per call, bit-identical to the 0.1.0 numbers.
-        compiled.many = windows_call(step, jit_compile)
-    return compiled
+    # the same, and tracing skips autograph's conversion of each function it calls.
+    one = tf.function(step, jit_compile=jit_compile, autograph=False)
+    # With Ω (second-order gradients through every step) the looped graph is rewritten
+    # differently: golden window 12 came out 247.49397 instead of 247.49400 (1.2e-7 relative).
+    # Ω runs one window per call, bit-identical to the 0.1.0 numbers.
+    return TrainStep(one, many=None if config.omega else windows_call(step, jit_compile))
 
 
 def windows_call(step, jit_compile: bool = False):
@@ -163,21 +208,6 @@ def windows_call(step, jit_compile: bool = False):
     return tf.function(run, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
 
 
-def carrying(compiled):
-    """The step interface `(inputs, targets, carried, key) -> (cost, carried, norm)` around a
-    compiled `(inputs, targets, state, key, masks) -> (cost, state, norm)`. The masks pass through
-    on the host rather than through the graph: a graph with extra outputs may order float work
-    differently, and this keeps the compiled step exactly the one the golden numbers came from."""
-
-    def step(inputs, targets, carried, key):
-        state, masks = carried
-        cost, new_state, gradient_norm = compiled(inputs, targets, state, key, masks)
-        return cost, (new_state, masks), gradient_norm
-
-    step.compiled = compiled
-    return step
-
-
 def sampled_window(model, variables, config: Config, dropout, depth: int, seed, window, batch_size):
     """Cost, new state, gradients (of cost + any L1 activity penalty), and Chernodub & Nowicki's Q
     and ∂S/∂W_rec of one window.
@@ -202,11 +232,12 @@ def sampled_window(model, variables, config: Config, dropout, depth: int, seed, 
     return cost, new_state, gradients, regularizers.q_factor(last, first), d_kernels
 
 
-def make_sampled_train_step(model, optimizer, config: Config, dropout, depth: int, jit_compile: bool):
+def make_sampled_train_step(model, optimizer, config: Config, dropout, depth: int,
+                            jit_compile: bool) -> TrainStep:
     """The train step with Chernodub & Nowicki's Algorithm 1: the clipped update is applied only when
     `regularizers.sampling_rule(Q, dS)` says so. dS = Σ ⟨∂S/∂W_rec, dW_rec⟩ with dW_rec = -lr × the
-    clipped gradient (their Lemma 1, the plain SGD correction). The step function's `used` and
-    `seen` variables count the windows trained on and offered."""
+    clipped gradient (their Lemma 1, the plain SGD correction). The step's `counters` count the
+    windows trained on and offered; it runs one window a call."""
     variables = model.trainable_variables
     kernel_ids = {id(layer.recurrent_kernel) for layer in model.lstm_layers[:depth]}
     kernel_positions = [index for index, variable in enumerate(variables) if id(variable) in kernel_ids]
@@ -231,9 +262,7 @@ def make_sampled_train_step(model, optimizer, config: Config, dropout, depth: in
         seen.assign_add(1)
         return cost, new_state, gradient_norm
 
-    compiled = carrying(tf.function(step, jit_compile=jit_compile, autograph=False))
-    compiled.used, compiled.seen = used, seen
-    return compiled
+    return TrainStep(tf.function(step, jit_compile=jit_compile, autograph=False), counters=(used, seen))
 
 
 def is_plain_sgd(optimizer) -> bool:

@@ -7,8 +7,8 @@ import pytest
 
 from gradual_rnn import configs
 from gradual_rnn.data import ptb
-from gradual_rnn.train import epoch, loop
-from gradual_rnn.train.session import RunOptions
+from gradual_rnn.train import loop
+from gradual_rnn.train.context import RunOptions
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "..", "fixtures", "golden", "golden.json")
 
@@ -26,17 +26,12 @@ def prefix_corpus(ptb_dir, golden):
                       corpus.test[:golden["test_tokens"]], corpus.vocabulary, corpus.unknown_counts)
 
 
-def _recorded_run(case, corpus, save_path, windows_per_call, monkeypatch):
+def _recorded_run(case, corpus, save_path, windows_per_call):
     """Trains the case through the real loop, recording every window's cost as the loop sees it."""
-    costs, real_account = [], epoch._account
-
-    def recording_account(session, phase, window, cost, *args):
-        costs.append(cost)
-        return real_account(session, phase, window, cost, *args)
-
-    monkeypatch.setattr(epoch, "_account", recording_account)
+    costs = []
     config = configs.override(configs.get_config(case["config"]), case["overrides"])
-    options = RunOptions(data_dir="", save_path=save_path, windows_per_call=windows_per_call)
+    options = RunOptions(data_dir="", save_path=save_path, windows_per_call=windows_per_call,
+                         window_observer=lambda record: costs.append(record.cost))
     return costs, loop.train(config, options, corpus)
 
 
@@ -48,9 +43,9 @@ CASES = [("small_h32", 7), ("gl_2x32_variational", 7), ("gl_2x32_nesterov_hdetac
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, windows_per_call", CASES)
-def test_golden_numbers_are_unchanged(name, windows_per_call, golden, prefix_corpus, tmp_path, monkeypatch):
+def test_golden_numbers_are_unchanged(name, windows_per_call, golden, prefix_corpus, tmp_path):
     case = golden["cases"][name]
-    costs, results = _recorded_run(case, prefix_corpus, str(tmp_path / name), windows_per_call, monkeypatch)
+    costs, results = _recorded_run(case, prefix_corpus, str(tmp_path / name), windows_per_call)
     assert len(costs) == len(case["window_costs"]) >= 30
     assert costs == case["window_costs"]  # bit for bit: the same float32 values
     assert [row["valid_perplexity"] for row in results["rows"]] == case["valid_perplexities"]

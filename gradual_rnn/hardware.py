@@ -1,4 +1,5 @@
-"""Whether this machine computes a mixed precision's matrix products natively, and what to say if not.
+"""What this machine offers the package: its CPU cores and GPUs, and whether it computes a mixed
+precision's matrix products natively (and what to say if not). The one module that probes hardware.
 
 `mixed_bfloat16` and `mixed_float16` (`configs.PRECISIONS`) run the matrix products in 16 bits.
 TensorFlow accepts them on any x86 CPU, but only some CPUs have the instructions:
@@ -17,6 +18,7 @@ Reading /proc/cpuinfo needs no TensorFlow; TensorFlow is imported only to list G
 caller does not pass the list and the precision is not float32.
 """
 import dataclasses
+import os
 from typing import Iterable, List, Mapping, Optional, Tuple
 
 from gradual_rnn.configs import PRECISIONS, ConfigError
@@ -98,6 +100,20 @@ def read_cpuinfo(path: Optional[str] = None) -> CpuInfo:
 def vector_extensions(flags: Optional[Iterable[str]]) -> List[str]:
     """The sorted flags among `flags` that name vector or matrix extensions (avx2, avx512*, amx*...)."""
     return sorted(flag for flag in flags or () if flag.startswith(VECTOR_FLAG_PREFIXES))
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def gpu_available() -> bool:
+    """Whether TensorFlow sees a GPU (where `rnn_mode='auto'` picks the cuDNN-eligible path)."""
+    import tensorflow as tf  # here only: the CPU checks must not pay TensorFlow's import
+
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def visible_gpus() -> List[Mapping]:
