@@ -1,20 +1,22 @@
 """Exports a training checkpoint for inference: a `.keras` model, a TensorFlow SavedModel, the vocabulary.
 
-    python -m gradual_rnn.export --save_path=runs/small --export_dir=exports/small \
-        [--checkpoint=latest|best|ckpt-000042] [--depth=k] [--data_path=...]
+    python -m gradual_rnn export --save_path=runs/small --export_dir=exports/small \
+        [--checkpoint=latest|best|ckpt-42] [--depth=k]
 
 Layout of an `--export_dir`::
 
     model.keras       the LanguageModel (depth k) for `keras.saving.load_model(path, safe_mode=True)`;
                       opening it needs `gradual_rnn` importable (its layers are registered there)
     saved_model/      a TensorFlow SavedModel that needs only TensorFlow (signatures below)
-    vocab.txt         one word per line; a word's id is its 0-based line number
+    vocab.txt         one word per line; a word's id is its 0-based line number (the run folder's own
+                      copy; a run from before runs kept one rebuilds it from the training file)
     export.json       what was exported: config, depth, checkpoint, phase, epoch, perplexities
 
 Which checkpoint (the rule). `--checkpoint=best` (the default) exports the best-validation weights:
 the copy the trainer pins in `checkpoints/best`, or else the newest retained checkpoint holding them
 (a run keeps only its newest three), or else, with a warning, the newest checkpoint.
-`--checkpoint=latest` exports the newest readable checkpoint; `--checkpoint=ckpt-NNNNNN` that one. In every case export.json states the phase and epoch the weights come from, their train and
+`--checkpoint=latest` exports the newest readable checkpoint; `--checkpoint=ckpt-N` that one
+(`RunFolder.select`). In every case export.json states the phase and epoch the weights come from, their train and
 validation perplexities, the run's best validation (phase, epoch, perplexity) and whether the
 exported weights are those best-validation weights (`is_best_validation`). A checkpoint written in
 the middle of an epoch holds weights no validation has scored; it is exported with `epoch_complete:
@@ -54,7 +56,10 @@ from absl import logging
 from gradual_rnn.configs import Config
 from gradual_rnn.data import ptb
 from gradual_rnn.nn import language_model as lm
-from gradual_rnn.train import checkpoint as checkpoints
+from gradual_rnn.train import checkpoint
+from gradual_rnn.train.models import build_model
+from gradual_rnn.train.progress import Progress
+from gradual_rnn.train.run_folder import RunCheckpoint, RunFolder, RunFolderError, holds_best_weights, vocabulary_text
 
 FORMAT_VERSION = 1
 KERAS_FILE = "model.keras"
@@ -68,58 +73,16 @@ class ExportError(ValueError):
     """A save path, checkpoint, depth, vocabulary or export folder that cannot be used."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """One checkpoint of a run: its name (`ckpt-N`, or `best`), TensorFlow prefix and progress record."""
-
-    name: str
-    prefix: str
-    progress: Dict
-
-
-# ----- reading a run (through gradual_rnn.train.checkpoint, which alone knows the layout) -----
-def read_run_config(save_path: str) -> Config:
-    """The Config saved in `save_path/config.json`."""
+# ----- reading a run (through train.run_folder, which alone knows the layout) -----
+def select_checkpoint(save_path: str, which: str = "best") -> RunCheckpoint:
+    """The checkpoint `which` names ('best', 'latest' or 'ckpt-N'), its tensors checked."""
     try:
-        return checkpoints.read_run_config(save_path)
-    except checkpoints.CheckpointError as error:
+        return RunFolder(save_path).select(which, check=checkpoint.check_tensors)
+    except RunFolderError as error:
         raise ExportError(str(error)) from None
 
 
-def _checkpoint_directory(save_path: str) -> str:
-    if checkpoints.legacy_folders(save_path):
-        raise ExportError(f"{save_path} holds checkpoints in the gradual_rnn 0.1.0 format; convert them "
-                          f"once with: {checkpoints.UPGRADE_COMMAND.format(save_path=save_path)}")
-    return os.path.join(save_path, "checkpoints")
-
-
-def checkpoint_names(save_path: str) -> List[str]:
-    """The complete checkpoints of a run, oldest first."""
-    directory = _checkpoint_directory(save_path)
-    return [os.path.basename(prefix) for prefix in checkpoints.prefixes(directory)
-            if os.path.exists(prefix + checkpoints.SIDECAR)]
-
-
-def read_checkpoint(save_path: str, name: str) -> Checkpoint:
-    """Checks and reads checkpoint `name` ('best' or 'ckpt-N'); an ExportError when missing or unreadable."""
-    directory = _checkpoint_directory(save_path)
-    if name == checkpoints.BEST:
-        found = checkpoints.prefixes(os.path.join(directory, checkpoints.BEST))
-        prefix = found[-1] if found else os.path.join(directory, checkpoints.BEST, "none")
-    else:
-        prefix = os.path.join(directory, name)
-    if not os.path.exists(prefix + ".index"):
-        raise ExportError(f"Checkpoint {name} not found in {directory}; it holds "
-                          f"{checkpoint_names(save_path) or 'none'}.")
-    try:
-        progress = checkpoints.check_readable(prefix)
-    except checkpoints.READ_ERRORS as error:
-        detail = str(error).splitlines()[0] if str(error) else ""
-        raise ExportError(f"Checkpoint {prefix} cannot be read ({type(error).__name__}: {detail}).") from None
-    return Checkpoint(name, prefix, progress.to_dict())
-
-
-def describe_weights(progress: Dict, test_rule: str = "after_training") -> Dict:
+def describe_weights(progress: Progress, test_rule: str = "after_training") -> Dict:
     """Where the weights of a checkpoint come from and how they scored (see the module docstring).
 
     At an epoch boundary (window 0) the weights are those after the last row of `progress.rows`;
@@ -127,74 +90,63 @@ def describe_weights(progress: Dict, test_rule: str = "after_training") -> Dict:
     perplexity is given for the weights only when it was scored on them (test_rule 'after_training'
     and a finished run); with 'at_best_valid' it belongs to the best-validation weights.
     """
-    best = progress.get("best") or {}
-    rows = progress.get("rows") or []
+    best = progress.best or {}
     summary = dict(best_validation=dict(phase=best.get("phase"), epoch=best.get("epoch"),
                                         valid_perplexity=best.get("valid"), test_perplexity=best.get("test"),
                                         exact_test_perplexity=best.get("exact_test")))
-    if progress.get("window", 0) or not rows:
-        return dict(summary, phase=progress.get("phase"), epoch=progress.get("epoch", 0) + 1,
-                    epoch_complete=False, windows_done=progress.get("window", 0),
+    if progress.window or not progress.rows:
+        return dict(summary, phase=progress.phase, epoch=progress.epoch + 1,
+                    epoch_complete=False, windows_done=progress.window,
                     is_best_validation=False, train_perplexity=None, valid_perplexity=None)
-    row = rows[-1]
-    is_best = (row["phase"], row["epoch"]) == (best.get("phase"), best.get("epoch"))
+    row = progress.rows[-1]
     summary.update(phase=row["phase"], epoch=row["epoch"], epoch_complete=True,
-                   is_best_validation=is_best, train_perplexity=row.get("train_perplexity"),
+                   is_best_validation=holds_best_weights(progress), train_perplexity=row.get("train_perplexity"),
                    valid_perplexity=row.get("valid_perplexity"))
-    final = progress.get("final") or {}
+    final = progress.final or {}
     for key in ("test_perplexity", "exact_test_perplexity"):
-        if progress.get("finished") and test_rule == "after_training" and final.get(key) is not None:
+        if progress.finished and test_rule == "after_training" and final.get(key) is not None:
             summary[key] = final[key]
     return summary
 
 
-def select_checkpoint(save_path: str, which: str = "best") -> Checkpoint:
-    """The checkpoint named by `which`: 'latest', 'best' or 'ckpt-NNNNNN' (the rule above)."""
-    names = checkpoint_names(save_path)
-    if not names:
-        raise ExportError(f"{save_path} holds no checkpoint (no {save_path}/checkpoints/ckpt-*).")
-    if which == "best" and checkpoints.prefixes(os.path.join(save_path, "checkpoints", checkpoints.BEST)):
-        return read_checkpoint(save_path, checkpoints.BEST)
-    if which not in ("latest", "best"):
-        return read_checkpoint(save_path, which)
-    errors = []
-    for name in reversed(names):
-        try:
-            checkpoint = read_checkpoint(save_path, name)
-        except ExportError as error:
-            logging.warning("%s; trying the one before.", error)
-            errors.append(str(error))
-            continue
-        if which == "latest" or describe_weights(checkpoint.progress)["is_best_validation"]:
-            return checkpoint
-    if which == "latest":
-        raise ExportError(f"No checkpoint of {save_path} can be read: {' '.join(errors)}")
-    logging.warning("The best-validation weights of %s are no longer among its retained checkpoints "
-                    "%s (a run from before checkpoints/best existed); exporting the newest instead.",
-                    save_path, names)
-    return select_checkpoint(save_path, "latest")
-
-
-def load_checkpoint_model(config: Config, checkpoint: Checkpoint,
+def load_checkpoint_model(config: Config, chosen: RunCheckpoint,
                           depth: Optional[int] = None) -> Tuple[lm.LanguageModel, int]:
     """A depth-`depth` LanguageModel (rnn_mode 'auto') with the checkpoint's weights, and its depth."""
-    model_depth = checkpoint.progress.get("model_depth", 0)
+    model_depth = chosen.progress.model_depth
     if not model_depth:
-        raise ExportError(f"Checkpoint {checkpoint.name} holds no model yet (model_depth 0).")
+        raise ExportError(f"Checkpoint {chosen.name} holds no model yet (model_depth 0).")
     depth = model_depth if depth is None else depth
     if not 1 <= depth <= model_depth:
-        raise ExportError(f"--depth={depth} is outside 1..{model_depth}: checkpoint {checkpoint.name} "
+        raise ExportError(f"--depth={depth} is outside 1..{model_depth}: checkpoint {chosen.name} "
                           f"holds a depth-{model_depth} model.")
-    model = lm.build_model(dataclasses.replace(config, rnn_mode=INFERENCE_RNN_MODE), depth)
+    model = build_model(dataclasses.replace(config, rnn_mode=INFERENCE_RNN_MODE), depth)
     try:
-        checkpoints.restore_model(checkpoint.prefix, model)
+        checkpoint.restore_model(chosen.prefix, model)
     except (AssertionError, KeyError, ValueError, tf.errors.OpError) as error:
-        raise ExportError(f"Checkpoint {checkpoint.name} does not fit the run's config: {error}") from None
+        raise ExportError(f"Checkpoint {chosen.name} does not fit the run's config: {error}") from None
     return model, depth
 
 
+def run_vocabulary(save_path: str, vocab_size: int, data_dir: Optional[str] = None) -> List[str]:
+    """The run's vocabulary as a list indexed by id: the run folder's own copy, or, for a run from
+    before runs kept one, rebuilt from the training file in `data_dir`."""
+    try:
+        words = RunFolder(save_path).read_vocabulary()
+    except RunFolderError as error:
+        raise ExportError(str(error)) from None
+    if words is None:
+        if not data_dir:
+            raise ExportError(f"{save_path} keeps no vocabulary (a run from before runs kept one): pass "
+                              f"--data_path with the corpus it was trained on.")
+        words = training_vocabulary(data_dir, vocab_size)
+    if len(words) != vocab_size:
+        raise ExportError(f"The vocabulary of {save_path} has {len(words)} words but the model has "
+                          f"vocab_size={vocab_size}.")
+    return words
+
+
 def training_vocabulary(data_dir: str, vocab_size: int) -> List[str]:
-    """The run's vocabulary, rebuilt from ptb.train.txt, as a list indexed by id."""
+    """A vocabulary rebuilt from the training file in `data_dir`, as a list indexed by id."""
     words = ptb.read_words(os.path.join(data_dir, ptb.FILE_NAMES["train"]))
     vocabulary = ptb.build_vocabulary(words)
     if len(vocabulary) != vocab_size:
@@ -290,18 +242,13 @@ def write_saved_model(model: lm.LanguageModel, path: str) -> None:
 
 
 # ----- the export folder -----
-def vocabulary_text(words: List[str]) -> str:
-    """vocab.txt's content: one word per line, id = line number."""
-    return "".join(f"{word}\n" for word in words)
-
-
-def export_metadata(config: Config, checkpoint: Checkpoint, save_path: str, depth: int,
+def export_metadata(config: Config, chosen: RunCheckpoint, save_path: str, depth: int,
                     words: List[str]) -> Dict:
-    model_depth = checkpoint.progress["model_depth"]
-    weights = describe_weights(checkpoint.progress, config.test_rule)
+    model_depth = chosen.progress.model_depth
+    weights = describe_weights(chosen.progress, config.test_rule)
     return dict(
         format_version=FORMAT_VERSION, source=dict(save_path=os.path.abspath(save_path),
-                                                   checkpoint=checkpoint.name),
+                                                   checkpoint=chosen.label),
         depth=depth, checkpoint_depth=model_depth, vocab_size=config.vocab_size,
         vocab_sha256=hashlib.sha256(vocabulary_text(words).encode("utf-8")).hexdigest(),
         hidden_size=config.hidden_size, eos=ptb.EOS, unk=ptb.UNK, inference_rnn_mode=INFERENCE_RNN_MODE,
@@ -347,18 +294,23 @@ def write_export(model: lm.LanguageModel, words: List[str], metadata: Dict, expo
         raise
 
 
-def export_checkpoint(save_path: str, export_dir: str, data_dir: str, checkpoint: str = "best",
+def read_run_config(save_path: str) -> Config:
+    try:
+        return RunFolder(save_path).read_config()
+    except RunFolderError as error:
+        raise ExportError(str(error)) from None
+
+
+def export_checkpoint(save_path: str, export_dir: str, data_dir: Optional[str] = None, which: str = "best",
                       depth: Optional[int] = None) -> Dict:
-    """Exports one checkpoint of the run in `save_path` to `export_dir`; returns export.json's content."""
+    """Exports one checkpoint of the run in `save_path` to `export_dir`; returns export.json's content.
+    `data_dir` is needed only for a run that keeps no vocabulary of its own (from before 0.3.0)."""
     config = read_run_config(save_path)
-    chosen = select_checkpoint(save_path, checkpoint)
+    chosen = select_checkpoint(save_path, which)
     model, depth = load_checkpoint_model(config, chosen, depth)
-    words = training_vocabulary(data_dir, config.vocab_size)
+    words = run_vocabulary(save_path, config.vocab_size, data_dir)
     metadata = export_metadata(config, chosen, save_path, depth, words)
     write_export(model, words, metadata, export_dir)
-    logging.info("Exported %s (phase %s, epoch %s, depth %d) to %s.", chosen.name,
+    logging.info("Exported %s (phase %s, epoch %s, depth %d) to %s.", chosen.label,
                  metadata["weights"]["phase"], metadata["weights"]["epoch"], depth, export_dir)
     return metadata
-
-
-# ----- command line: gradual_rnn/export.py (flags are checked there before TensorFlow loads) -----

@@ -1,9 +1,11 @@
 """Scores text with, and generates text from, an export of `gradual_rnn.export` (its SavedModel only).
 
-    python -m gradual_rnn.generate score --export_dir=exports/small --text_file=ptb.test.txt \
+    python -m gradual_rnn generate score --export_dir=exports/small --text_file=ptb.test.txt \
         [--unknown=unk|drop] [--nocarry_state] [--show_sentences=5] [--json]
-    python -m gradual_rnn.generate generate --export_dir=exports/small --prompt="the company said" \
+    python -m gradual_rnn generate generate --export_dir=exports/small --prompt="the company said" \
         --num_words=20 --temperature=1.0 --top_k=0 --seed=1 [--uncapped]
+
+(the command line is `gradual_rnn.cli.generate`).
 
 Tokenisation is the original programs' (docs/reference.md, section 1): each line of the text is
 split on whitespace and ends with `<eos>` (the last line only if a newline ends it).
@@ -40,7 +42,7 @@ import sys
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
-from absl import app, flags, logging
+from absl import logging
 
 METADATA_FILE = "export.json"
 VOCAB_FILE = "vocab.txt"
@@ -52,15 +54,10 @@ MAX_NUM_WORDS = 100_000
 # What `score` does with a word outside the vocabulary, by --unknown value.
 UNKNOWN_ACTIONS = {"unk": "mapped to {unk}", "drop": "dropped"}
 DEFAULT_UNKNOWN = "unk"
-INTERRUPTED_EXIT_CODE = 3  # Ctrl-C, as ptb_word_lm.py's interrupted run
 
 
 class ExportUseError(ValueError):
     """A missing or broken export, a vocabulary that does not fit it, or unusable input text."""
-
-
-class FlagError(ExportUseError):
-    """A command-line flag with a value the tool cannot use."""
 
 
 def _tf():
@@ -99,10 +96,10 @@ def _read_metadata(directory: str) -> Dict:
     path = os.path.join(directory, METADATA_FILE)
     if not os.path.isdir(directory):
         raise ExportUseError(f"No export at {directory}: the folder does not exist (make one with "
-                             f"python -m gradual_rnn.export).")
+                             f"python -m gradual_rnn export).")
     if not os.path.isfile(path):
         raise ExportUseError(f"{directory} is not an export: it has no {METADATA_FILE} (make one with "
-                             f"python -m gradual_rnn.export).")
+                             f"python -m gradual_rnn export).")
     try:
         with open(path, encoding="utf-8") as handle:
             metadata = json.load(handle)
@@ -247,12 +244,15 @@ class Scores:
 
     def perplexities(self) -> np.ndarray:
         """Per sentence; NaN for a sentence left with no token (all its words dropped)."""
-        values = np.exp(self.nll / np.maximum(self.tokens, 1))
+        with np.errstate(over="ignore"):
+            values = np.exp(self.nll / np.maximum(self.tokens, 1))
         return np.where(self.tokens > 0, values, np.nan)
 
     @property
     def total_perplexity(self) -> float:
-        return math.exp(self.nll.sum() / self.tokens.sum())
+        """exp(summed NLL / tokens) over the text; infinite rather than an error when it overflows."""
+        exponent = float(self.nll.sum() / self.tokens.sum())
+        return math.exp(exponent) if exponent < math.log(np.finfo(np.float64).max) else math.inf
 
 
 def _stream_log_probs(exported: LoadedExport, ids: np.ndarray, window: int) -> np.ndarray:
@@ -411,155 +411,16 @@ def stream_text(words: Iterable[str], out: TextIO, eos: str = "<eos>") -> int:
     return count
 
 
-# ----- command line -----
-def _define_flags() -> None:
-    flags.DEFINE_string("export_dir", None, "Folder written by python -m gradual_rnn.export (required).")
-    flags.DEFINE_string("text_file", None, "score: the text to score, one sentence per line.")
-    flags.DEFINE_enum("unknown", DEFAULT_UNKNOWN, list(UNKNOWN_ACTIONS),
-                      "score: what to do with words outside the vocabulary. unk (default): map each to "
-                      "<unk> and score it, so every word of the text counts; drop: leave them out, as "
-                      "training does with its valid and test splits. On PTB both agree (no such words); "
-                      "docs/generate.md says why unk is the default.")
-    flags.DEFINE_boolean("carry_state", True, "score: carry the LSTM state from sentence to sentence "
-                         "(the references' evaluation); --nocarry_state scores each sentence alone.")
-    flags.DEFINE_integer("show_sentences", 5, "score: print the first N per-sentence perplexities "
-                         "(-1: all).")
-    flags.DEFINE_boolean("json", False, "score: print one JSON object instead of the table.")
-    flags.DEFINE_string("prompt", None, "generate: the words to continue.")
-    flags.DEFINE_integer("num_words", 20, f"generate: how many words to draw (at most {MAX_NUM_WORDS} "
-                         f"unless --uncapped); each is written to stdout as it is drawn.")
-    flags.DEFINE_boolean("uncapped", False, f"generate: allow --num_words above {MAX_NUM_WORDS}.")
-    flags.DEFINE_float("temperature", 1.0, "generate: softmax temperature; 0 is greedy (argmax).")
-    flags.DEFINE_integer("top_k", 0, "generate: draw from the k most likely words only (0: all).")
-    flags.DEFINE_integer("seed", 1, "generate: seed of the draws (>= 0).")
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-def parse_flags(argv: Sequence[str]) -> List[str]:
-    """absl's parsing, with every flag error as one line and exit code 1."""
-    try:
-        return flags.FLAGS(list(argv))
-    except flags.Error as error:
-        sys.exit(f"FlagError: {_first_line(error)}")
-
-
-def _score_flag_problem(options) -> Optional[str]:
-    if not options.text_file:
-        return "score needs --text_file: the text to score, one sentence per line."
-    if options.show_sentences < -1:
-        return f"--show_sentences must be -1 (all) or more, got {options.show_sentences}."
-    return None
-
-
-def _generate_flag_problem(options) -> Optional[str]:
-    if not (options.prompt or "").split():
-        return 'generate needs --prompt with at least one word, e.g. --prompt="the company said".'
-    return (sampling_problem(options.num_words, options.temperature, options.top_k, options.seed)
-            or cap_problem(options.num_words, options.uncapped))
-
-
-def check_flags(command: str, options) -> None:
-    """Refuses flag values `command` cannot use with a one-line `FlagError`, before loading anything."""
-    if not options.export_dir:
-        raise FlagError("--export_dir is required: the folder written by python -m gradual_rnn.export.")
-    problem = _FLAG_CHECKS[command](options)
-    if problem:
-        raise FlagError(problem)
-
-
-def _score_command(options) -> None:
-    text = read_text(options.text_file)
-    exported = load_export(options.export_dir)
-    sentences = split_sentences(text, exported.eos)
-    scores = score_sentences(exported, sentences, options.carry_state, unknown=options.unknown)
-    shown = len(sentences) if options.show_sentences < 0 else min(options.show_sentences, len(sentences))
-    if options.json:
-        print(json.dumps(score_summary(scores, exported.unk, options.carry_state, shown)))
-    else:
-        _print_score_table(scores, exported.unk, options.carry_state, shown)
-
-
-def _print_score_table(scores: Scores, unk: str, carry_state: bool, shown: int) -> None:
-    column = "unk" if scores.unknown_mode == "unk" else "dropped"
-    print(f"sentence\ttokens\t{column}\tperplexity")
-    for index, perplexity in enumerate(scores.perplexities()[:shown]):
-        print(f"{index + 1}\t{scores.tokens[index]}\t{scores.unknown[index]}\t{perplexity:.3f}")
-    mode = "state carried across sentences" if carry_state else "each sentence alone"
-    handling = (f"words mapped to {unk}" if scores.unknown_mode == "unk"
-                else "words dropped (not in the vocabulary)")
-    print(f"sentences {len(scores.tokens)}, tokens {scores.tokens.sum()} (words and <eos>), "
-          f"{handling}: {scores.unknown.sum()}, {mode}")
-    print(f"total perplexity {scores.total_perplexity:.3f}")
-
-
 def _finite_or_none(value: float) -> Optional[float]:
     return float(value) if math.isfinite(value) else None
 
 
 def score_summary(scores: Scores, unk: str, carry_state: bool, shown: int) -> Dict:
-    """`score --json`'s object: totals, the out-of-vocabulary count and handling, the first sentences."""
+    """A JSON-ready summary: totals, the out-of-vocabulary count and handling, the first sentences."""
     rows = [dict(sentence=index + 1, tokens=int(scores.tokens[index]), out_of_vocabulary=int(scores.unknown[index]),
                  perplexity=_finite_or_none(perplexity))
             for index, perplexity in enumerate(scores.perplexities()[:shown])]
     return dict(sentences=len(scores.tokens), tokens=int(scores.tokens.sum()), carry_state=carry_state,
                 out_of_vocabulary=dict(count=int(scores.unknown.sum()), handling=scores.unknown_mode,
                                        action=unknown_action(scores.unknown_mode, unk)),
-                total_perplexity=scores.total_perplexity, first_sentences=rows)
-
-
-def _generate_command(options) -> None:
-    exported = load_export(options.export_dir)
-    prompt = options.prompt or ""
-    words, unknown = start_generation(exported, prompt, options.num_words, options.temperature,
-                                      options.top_k, options.seed)
-    if unknown:
-        print(f"({unknown} prompt word(s) mapped to {exported.unk})", flush=True)
-    stream_text(itertools.chain(prompt.split(), words), sys.stdout, exported.eos)
-
-
-COMMANDS = {"score": _score_command, "generate": _generate_command}
-_FLAG_CHECKS = {"score": _score_flag_problem, "generate": _generate_flag_problem}
-
-
-def _silence_stdout() -> None:
-    """After the reader of stdout went away (e.g. `| head`): nothing more is written to it."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-
-
-def main(argv):
-    if len(argv) != 2 or argv[1] not in COMMANDS:
-        sys.exit(f"UsageError: give one command, {' or '.join(COMMANDS)}; got {argv[1:] or 'none'}.")
-    try:
-        check_flags(argv[1], flags.FLAGS)
-    except FlagError as error:
-        sys.exit(f"FlagError: {error}")
-    try:
-        COMMANDS[argv[1]](flags.FLAGS)
-    except ExportUseError as error:
-        sys.exit(f"{type(error).__name__}: {error}")
-    except BrokenPipeError:
-        _silence_stdout()
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.stderr.write("Interrupted.\n")
-        sys.exit(INTERRUPTED_EXIT_CODE)
-
-
-def _list_flags_in_help() -> None:
-    """`--help` lists the tool's flags also when it starts through the `gradual_rnn.generate` module."""
-    for flag in flags.FLAGS.get_flags_for_module(__name__):
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-
-
-def run_main():
-    _define_flags()
-    _list_flags_in_help()
-    app.run(main, flags_parser=parse_flags)
-
-
-if __name__ == "__main__":
-    run_main()
+                total_perplexity=_finite_or_none(scores.total_perplexity), first_sentences=rows)

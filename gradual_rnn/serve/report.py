@@ -1,16 +1,23 @@
 """A report of training runs beside the references' published numbers: a markdown table and a figure.
 
-    python -m gradual_rnn.report RUN_DIR [RUN_DIR ...] [--out DIR] [--table_name=report.md]
+    python -m gradual_rnn report RUN_DIR [RUN_DIR ...] [--out DIR] [--table_name=report.md]
         [--figure_name=validation_perplexity.png]
 
-Each RUN_DIR is a `--save_path` of `ptb_word_lm.py`. The report reads its `config.json` and its
-`results.json` (one row per epoch: phase, depth, epoch, learning_rate, train/valid perplexity, and
-test perplexities where the test rule scored them; the final test numbers beside the rows). A run
-that has not finished has no results.json: its rows come from the newest checkpoint's sidecar.
+Each RUN_DIR is a `--save_path` of `ptb_word_lm.py` (or a copy of its config and results files).
+The report reads the run's config and its results (one row per epoch: phase, depth, epoch,
+learning_rate, train/valid perplexity, and test perplexities where the test rule scored them; the
+final test numbers beside the rows) through `RunFolder`. A run that has not finished has no results
+yet: its rows come from the newest checkpoint's progress record. A smoke test is marked as one.
+
+Runs whose configs differ only in their seed form an arm: the report adds a table of each arm's
+best validation and test (mean ± standard deviation over the seeds, and each seed's numbers), and the
+figure draws each arm's mean validation curve with the band from its lowest to its highest seed.
 
 It writes into DIR (default `report/`):
   report.md                   per run, one table row per phase and head (measured), a row for the
                               whole run, and the published numbers for its config (published);
+                              then the arms, and per run its best validation, test, learning-rate
+                              decays and whether it finished;
   validation_perplexity.png   validation perplexity per epoch, every run on one axis, the phase
                               boundaries of gradual runs marked (the GL paper's Figure 2 as a
                               picture). It needs matplotlib (`pip install gradual_rnn[plot]`); without
@@ -30,16 +37,16 @@ The published numbers, and where they come from:
 This module needs no TensorFlow.
 """
 import dataclasses
-import glob
 import json
+import math
 import os
-import re
-import sys
-from typing import Dict, List, Optional, Sequence
+import statistics
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from absl import flags, logging
+from absl import logging
 
-from gradual_rnn import command_line, configs
+from gradual_rnn import configs
+from gradual_rnn.train.run_folder import RunFolder, RunFolderError
 
 TABLE_FILE = "report.md"
 FIGURE_FILE = "validation_perplexity.png"
@@ -88,40 +95,38 @@ class Run:
     final: Dict
 
     @property
+    def name(self) -> str:
+        return os.path.basename(os.path.normpath(self.path))
+
+    @property
+    def kind(self) -> str:
+        return "gradual" if self.config.get("gradual") else "traditional"
+
+    @property
+    def smoke_test(self) -> bool:
+        return bool(self.final.get("smoke_test"))
+
+    @property
     def label(self) -> str:
-        kind = "gradual" if self.config.get("gradual") else "traditional"
-        return f"{os.path.basename(os.path.normpath(self.path))} ({self.config.get('name')}, {kind})"
-
-
-def _read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError) as error:
-        raise ReportError(f"Cannot read {path}: {error}") from None
-
-
-def _newest_sidecar_rows(path: str) -> List[Dict]:
-    sidecars = glob.glob(os.path.join(glob.escape(path), "checkpoints", "ckpt-*.progress.json"))
-    if not sidecars:
-        raise ReportError(f"{path} holds no results.json and no checkpoint: is it a --save_path of ptb_word_lm.py?")
-    newest = max(sidecars, key=lambda name: int(re.search(r"ckpt-(\d+)", name).group(1)))
-    return _read_json(newest)["progress"]["rows"]
+        smoke = ", smoke test" if self.smoke_test else ""
+        return f"{self.name} ({self.config.get('name')}, {self.kind}{smoke})"
 
 
 def read_run(path: str) -> Run:
-    """Reads config.json and results.json (or, for an unfinished run, its newest checkpoint's rows)."""
-    if not os.path.isdir(path):
-        raise ReportError(f"Run folder not found: {path}")
-    config_path = os.path.join(path, "config.json")
-    if not os.path.isfile(config_path):
-        raise ReportError(f"{path} has no config.json: is it a --save_path of ptb_word_lm.py?")
-    results_path = os.path.join(path, "results.json")
-    if os.path.isfile(results_path):
-        final = _read_json(results_path)
-        return Run(path, _read_json(config_path), final.get("rows", []), final)
-    logging.info("%s has no results.json (not finished): reading its newest checkpoint.", path)
-    return Run(path, _read_json(config_path), _newest_sidecar_rows(path), {})
+    """Reads a run's config and results (or, for an unfinished run, its newest checkpoint's rows)."""
+    folder = RunFolder(path)
+    try:
+        config = json.loads(folder.read_config().to_json())
+        final = folder.read_results()
+        if final is not None:
+            return Run(path, config, list(final.get("rows", [])), final)
+        progress = folder.newest_progress()
+    except RunFolderError as error:
+        raise ReportError(str(error)) from None
+    if progress is None:
+        raise ReportError(f"{path} holds no results and no checkpoint: is it a --save_path of ptb_word_lm.py?")
+    logging.info("%s has no results yet (not finished): reading its newest checkpoint.", path)
+    return Run(path, config, [dict(row) for row in progress.rows], {})
 
 
 # ----- the table -----
@@ -160,14 +165,18 @@ _HEADER = ("| run | config | kind | phase | head (depth) | epochs | train (last)
            "best valid (epoch) | test | source |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
+def _measured(run: Run) -> str:
+    return "measured, smoke test" if run.smoke_test else "measured"
+
+
 def _measured_rows(run: Run) -> List[str]:
-    name, lines = os.path.basename(os.path.normpath(run.path)), []
+    name, lines = run.name, []
     for summary in phase_summaries(run.rows):
         best = summary["best"]
         best_text = f"{best[0]:.2f} ({best[1]})" if best else MISSING
-        lines.append(f"| {name} | {run.config.get('name')} | measured | {summary['phase']} | {summary['depth']} | "
+        lines.append(f"| {name} | {run.config.get('name')} | {_measured(run)} | {summary['phase']} | {summary['depth']} | "
                      f"{summary['epochs']} | {_number(summary['train'])} | {_number(summary['valid'])} | "
-                     f"{best_text} | {_number(summary.get('test'))} | results.json |")
+                     f"{best_text} | {_number(summary.get('test'))} | results |")
     lines.append(_whole_run_row(run, name))
     return lines
 
@@ -175,7 +184,7 @@ def _measured_rows(run: Run) -> List[str]:
 def _whole_run_row(run: Run, name: str) -> str:
     final = run.final
     if not final:
-        return (f"| {name} | {run.config.get('name')} | measured | all | {MISSING} | {len(run.rows)} | {MISSING} | "
+        return (f"| {name} | {run.config.get('name')} | {_measured(run)} | all | {MISSING} | {len(run.rows)} | {MISSING} | "
                 f"{MISSING} | {MISSING} | {MISSING} | unfinished (newest checkpoint) |")
     best = (f"{final['best_valid_perplexity']:.2f} (phase {final.get('best_phase')}, epoch {final.get('best_epoch')})"
             if final.get("best_valid_perplexity") is not None else MISSING)
@@ -183,9 +192,9 @@ def _whole_run_row(run: Run, name: str) -> str:
     if final.get("exact_test_perplexity") is not None:
         test += f" (exact {final['exact_test_perplexity']:.2f})"
     depth = run.rows[-1]["depth"] if run.rows else MISSING
-    return (f"| {name} | {run.config.get('name')} | measured | all | {depth} | {len(run.rows)} | "
+    return (f"| {name} | {run.config.get('name')} | {_measured(run)} | all | {depth} | {len(run.rows)} | "
             f"{_number(final.get('train_perplexity'))} | {_number(final.get('valid_perplexity'))} | {best} | "
-            f"{test} | results.json (test rule {run.config.get('test_rule', MISSING)}) |")
+            f"{test} | results (test rule {run.config.get('test_rule', MISSING)}) |")
 
 
 def _as_published(value: Optional[float]) -> str:
@@ -211,11 +220,100 @@ def markdown_table(runs: Sequence[Run]) -> str:
              "the references' numbers for the registered config of the same name.", "", _HEADER]
     for run in runs:
         lines += _measured_rows(run) + _published_rows(run.config)
-    notes = [f"- {os.path.basename(os.path.normpath(run.path))}: differs from the registered "
+    notes = [f"- {run.name}: differs from the registered "
              f"`{run.config.get('name')}` config (which the published numbers are for) in "
              f"{', '.join(differences)}."
              for run in runs for differences in [differences_from_registered(run.config)] if differences]
-    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+    groups = arms(runs)
+    lines += [""] + notes if notes else []
+    if any(len(arm.runs) > 1 for arm in groups):
+        lines += [""] + arm_table(groups)
+    lines += [""] + run_table(groups)
+    return "\n".join(lines) + "\n"
+
+
+# ----- arms: runs that differ only in their seed -----
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """Runs of one config but for the seed."""
+
+    label: str
+    runs: Tuple[Run, ...]
+
+    @property
+    def finished(self) -> Tuple[Run, ...]:
+        return tuple(run for run in self.runs if run.final)
+
+
+def _arm_key(config: Dict) -> str:
+    return json.dumps({key: value for key, value in config.items() if key != "seed"}, sort_keys=True)
+
+
+def arms(runs: Sequence[Run]) -> List[Arm]:
+    """The runs grouped by config without the seed, in the order their first run was given."""
+    grouped: Dict[str, List[Run]] = {}
+    for run in runs:
+        grouped.setdefault(_arm_key(run.config), []).append(run)
+    labels = {}
+    for key, members in grouped.items():
+        first = members[0]
+        base = f"{first.config.get('name')}, {first.kind}"
+        labels[key] = base if sum(1 for other in grouped.values() if
+                                  f"{other[0].config.get('name')}, {other[0].kind}" == base) == 1 else first.name
+    return [Arm(labels[key], tuple(members)) for key, members in grouped.items()]
+
+
+def mean_and_spread(values: Sequence[float]) -> Tuple[float, float]:
+    """(mean, sample standard deviation; 0 for one value)."""
+    values = list(values)
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _plus_minus(values: Sequence[float]) -> str:
+    if not values:
+        return MISSING
+    mean, spread = mean_and_spread(values)
+    return f"{mean:.2f} ± {spread:.2f}"
+
+
+def learning_rate_decays(rows: Sequence[Dict]) -> int:
+    """How often the learning rate fell from one epoch to the next within a phase."""
+    return sum(1 for before, after in zip(rows, rows[1:])
+               if before["phase"] == after["phase"] and after["learning_rate"] < before["learning_rate"])
+
+
+def arm_table(groups: Sequence[Arm]) -> List[str]:
+    """Per arm: the seeds, best validation and test as mean ± standard deviation over the finished runs."""
+    lines = ["## Arms (runs that differ only in their seed)", "",
+             "| arm | finished runs | seeds | best valid, mean ± sd | test at the best valid, mean ± sd | "
+             "exact test, mean ± sd |", "|---|---|---|---|---|---|"]
+    for arm in groups:
+        done = arm.finished
+        seeds = ", ".join(str(run.config.get("seed")) for run in done) or MISSING
+        lines.append(f"| {arm.label} | {len(done)} of {len(arm.runs)} | {seeds} | "
+                     f"{_plus_minus([run.final['best_valid_perplexity'] for run in done])} | "
+                     f"{_plus_minus([run.final['test_perplexity'] for run in done if run.final.get('test_perplexity') is not None])} | "
+                     f"{_plus_minus([run.final['exact_test_perplexity'] for run in done if run.final.get('exact_test_perplexity') is not None])} |")
+    return lines
+
+
+def run_table(groups: Sequence[Arm]) -> List[str]:
+    """Per run: the best validation (phase, epoch), the test there, the learning-rate decays taken,
+    whether it finished and its wall time in the session that finished it."""
+    lines = ["## Runs", "", "| arm | run | seed | best valid (phase, epoch) | test (exact) | learning-rate decays | "
+             "finished | wall time of the last session |", "|---|---|---|---|---|---|---|---|"]
+    for arm in groups:
+        for run in arm.runs:
+            final = run.final
+            best = (f"{final['best_valid_perplexity']:.2f} ({final.get('best_phase')}, {final.get('best_epoch')})"
+                    if final.get("best_valid_perplexity") is not None else MISSING)
+            test = (f"{final['test_perplexity']:.2f} ({final['exact_test_perplexity']:.2f})"
+                    if final.get("test_perplexity") is not None else MISSING)
+            seconds = final.get("wall_seconds_this_session")
+            wall = MISSING if seconds is None else f"{seconds / 60:.0f} min"
+            lines.append(f"| {arm.label} | {run.name} | {run.config.get('seed')} | {best} | {test} | "
+                         f"{learning_rate_decays(run.rows)} | {'yes' if final else 'no'} | {wall} |")
+    return lines
 
 
 # ----- the figure -----
@@ -235,9 +333,32 @@ def _phase_boundaries(rows: Sequence[Dict]) -> List[tuple]:
             if rows[index]["phase"] != rows[index - 1]["phase"]]
 
 
+def _validation_curve(run: Run) -> List[float]:
+    return [row["valid_perplexity"] for row in run.rows if row.get("valid_perplexity") is not None]
+
+
+def _plot_arm(axis, arm: Arm) -> None:
+    """The arm's mean validation perplexity per epoch and the band from its lowest to its highest
+    seed, over the epochs every run has; the phase boundaries of its first run dotted."""
+    curves = [_validation_curve(run) for run in arm.runs]
+    length = min(len(curve) for curve in curves)
+    epochs = list(range(1, length + 1))
+    mean = [statistics.fmean(curve[index] for curve in curves) for index in range(length)]
+    low = [min(curve[index] for curve in curves) for index in range(length)]
+    high = [max(curve[index] for curve in curves) for index in range(length)]
+    line, = axis.plot(epochs, mean, marker="o", markersize=3,
+                      label=f"{arm.label}: mean of {len(curves)} seeds, band min-max")
+    axis.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
+    for position, phase, depth in _phase_boundaries(arm.runs[0].rows):
+        axis.axvline(position, color=line.get_color(), linestyle=":", linewidth=1)
+        axis.annotate(f"phase {phase} (depth {depth})", (position, 1.0), xycoords=("data", "axes fraction"),
+                      rotation=90, va="top", ha="right", fontsize=7, color=line.get_color())
+
+
 def plot_validation(runs: Sequence[Run], path: str) -> bool:
-    """Validation perplexity per epoch (epochs counted across phases), every run on one axis, each
-    phase boundary a dotted line in the run's colour. Returns False without matplotlib."""
+    """Validation perplexity per epoch (epochs counted across phases), on one axis: every run, or,
+    when an arm has several seeds, every arm's mean and band; each phase boundary a dotted line in
+    the curve's colour. Returns False without matplotlib."""
     classes = _pyplot_free_figure()
     if classes is None:
         return False
@@ -245,6 +366,11 @@ def plot_validation(runs: Sequence[Run], path: str) -> bool:
     figure = figure_class(figsize=(8, 5), dpi=120)
     canvas_class(figure)
     axis = figure.add_subplot(1, 1, 1)
+    groups = arms(runs)
+    if any(len(arm.runs) > 1 for arm in groups):
+        for arm in groups:
+            _plot_arm(axis, arm)
+        runs = []
     for run in runs:
         epochs = [index + 1 for index, row in enumerate(run.rows) if row.get("valid_perplexity") is not None]
         values = [row["valid_perplexity"] for row in run.rows if row.get("valid_perplexity") is not None]
@@ -282,28 +408,3 @@ def write_report(run_dirs: Sequence[str], out_dir: str, table_name: str = TABLE_
         logging.warning(NO_FIGURE_NOTE)
     return dict(table=table_path, figure=figure_path if has_figure else None,
                 note=None if has_figure else NO_FIGURE_NOTE)
-
-
-def define_flags(values: flags.FlagValues) -> flags.FlagValues:
-    flags.DEFINE_string("out", "report", "Folder to write the table and the figure into.", flag_values=values)
-    flags.DEFINE_string("table_name", TABLE_FILE, "File name of the markdown table.", flag_values=values)
-    flags.DEFINE_string("figure_name", FIGURE_FILE, "File name of the PNG figure.", flag_values=values)
-    return values
-
-
-def main(parsed) -> None:
-    arguments, values = parsed
-    run_dirs = arguments[1:]
-    try:
-        written = write_report(run_dirs, values.out, values.table_name, values.figure_name)
-    except ReportError as error:
-        sys.exit(f"ReportError: {error}")
-    print(json.dumps(written))
-
-
-def run_main() -> None:
-    command_line.run(main, define_flags)
-
-
-if __name__ == "__main__":
-    run_main()

@@ -5,5 +5,5 @@
 * `units` — the SRN (tanh, rectifier, leaky) and LSTM units, stepped by hand;
 * `techniques` — the seed techniques only this suite uses (the shared ones are in `gradual_rnn.train`);
 * `run` — the model, the train step factory, evaluation and the run loop;
-* `cli` (and `__main__`) — `python -m gradual_rnn.synthetic`, absl flags.
+Its command line is `gradual_rnn.cli.synthetic` (`python -m gradual_rnn synthetic`).
 """

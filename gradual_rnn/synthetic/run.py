@@ -1,5 +1,5 @@
 """Any task × unit × technique on the synthetic long-term benchmarks: the model, its train step, its
-evaluation and the run loop. The command line is `gradual_rnn.synthetic.cli`.
+evaluation and the run loop. The command line is `gradual_rnn.cli.synthetic`.
 
 One compiled train step per run from `make_sequence_train_step` (the shape of the PTB trainer's
 `train.steps.make_train_step`): forward and cost on a tape; gradients of the cost with respect to
@@ -9,8 +9,9 @@ Judged as the papers do (see `tasks.TaskSpec`): the test error of the best-on-va
 success when it is below 1% (Pascanu et al.), accuracy = 1 - error (Chernodub & Nowicki; copying:
 the digits recalled, Kanuparthi et al.).
 
-A run whose cost or gradient norm turns non-finite has diverged: it stops at that step, and its
-result says so (`diverged: true`, `diverged_at_step`) with null errors and accuracy. Results are
+A run whose gradient norm turns non-finite, or whose loss, as a perplexity, is not finite or above a
+hundred times a uniform guess's (the package's one rule, `gradual_rnn.train.progress.diverged`), has
+diverged: it stops at that step, and its result says so (`diverged: true`, `diverged_at_step`) with null errors and accuracy. Results are
 written as strict JSON (`to_json`): no NaN or Infinity ever reaches the output.
 """
 import json
@@ -29,6 +30,7 @@ from gradual_rnn.synthetic import units as unit_lib
 from gradual_rnn.synthetic.config import SyntheticConfig
 from gradual_rnn.train import regularizers
 from gradual_rnn.train import steps
+from gradual_rnn.train.progress import DIVERGENCE_FACTOR
 
 
 def build_unit(config: SyntheticConfig, index: int):
@@ -227,8 +229,22 @@ class _Judge:
         return valid_error
 
 
-def _is_finite(metrics) -> bool:
-    return math.isfinite(float(metrics["loss"])) and math.isfinite(float(metrics["gradient_norm"]))
+def uniform_guess_loss(task) -> float:
+    """The loss of a guess that knows nothing: log(classes) for a softmax output; for the squared
+    error of 'last_linear' tasks, the error of predicting 0 for targets in [0, 1] at most (1)."""
+    return math.log(task.output_size) if task.output != "last_linear" else 1.0
+
+
+def has_diverged(metrics, task) -> bool:
+    """The package's divergence rule (`gradual_rnn.train.progress.diverged`): the loss, as a
+    perplexity exp(loss), is not finite or above a hundred times that of a uniform guess; or the
+    gradient norm is not finite."""
+    if not math.isfinite(float(metrics["gradient_norm"])):
+        return True
+    loss, baseline = float(metrics["loss"]), uniform_guess_loss(task)
+    if not math.isfinite(loss):
+        return True
+    return loss - baseline > math.log(DIVERGENCE_FACTOR)
 
 
 def _train(config: SyntheticConfig, task, train_step, judge: _Judge) -> Dict:
@@ -241,7 +257,7 @@ def _train(config: SyntheticConfig, task, train_step, judge: _Judge) -> Dict:
         metrics = train_step(inputs, targets, tf.constant([config.seed, step], tf.int32))
         for name, value in metrics.items():
             tf.summary.scalar(name, value, step=step)
-        if not _is_finite(metrics):
+        if has_diverged(metrics, task):
             logging.warning("step %d: loss %s, gradient norm %s: diverged, stopping.", step,
                             float(metrics["loss"]), float(metrics["gradient_norm"]))
             return {"steps": step, "used": used, "diverged_at_step": step}

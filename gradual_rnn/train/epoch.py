@@ -158,9 +158,9 @@ def _check_windows(context: RunContext, phase: Phase, epoch: int, window: int, c
     for offset, cost in enumerate(costs):
         value = perplexity(cost, num_steps) if math.isfinite(cost) else cost
         if diverged(value, vocab_size):
-            raise TrainingDiverged(f"The training perplexity became {value:.6g} ({divergence_rule(vocab_size)}) "
-                                   f"in phase {phase.index}, epoch {epoch + 1}, window {window + offset}; "
-                                   f"{context.store.kept_message()}.")
+            raise TrainingDiverged(f"The training perplexity became {value:.6g} in phase {phase.index}, "
+                                   f"epoch {epoch + 1}, window {window + offset}; "
+                                   f"{context.store.kept_message()} ({divergence_rule(vocab_size)}).")
 
 
 def _account(context: RunContext, progress: Progress, window: int, cost: float, started: float,
@@ -274,9 +274,9 @@ def end_epoch(context: RunContext, run: PhaseRun, progress: Progress) -> Progres
     phase, config = run.phase, context.config
     valid_perplexity = run.evaluator.valid()
     if diverged(valid_perplexity, config.vocab_size):
-        raise TrainingDiverged(f"The validation perplexity became {valid_perplexity:.6g} "
-                               f"({divergence_rule(config.vocab_size)}) after phase {phase.index}, "
-                               f"epoch {progress.epoch + 1}; {context.store.kept_message()}.")
+        raise TrainingDiverged(f"The validation perplexity became {valid_perplexity:.6g} after phase "
+                               f"{phase.index}, epoch {progress.epoch + 1}; {context.store.kept_message()} "
+                               f"({divergence_rule(config.vocab_size)}).")
     row = dict(phase=phase.index, depth=phase.depth, epoch=progress.epoch + 1,
                learning_rate=progress.learning_rate, train_perplexity=progress.train_perplexity(),
                valid_perplexity=valid_perplexity, words_per_second=progress.words_per_second())

@@ -77,8 +77,8 @@ def diverged(value: float, vocab_size: int) -> bool:
 
 def divergence_rule(vocab_size: int) -> str:
     """The rule `diverged` applies, in words."""
-    return (f"the run is stopped as diverged when a perplexity is not finite or above "
-            f"{DIVERGENCE_FACTOR:g} x the vocabulary size {vocab_size}")
+    return (f"a run is stopped as diverged when a perplexity is not finite or above "
+            f"{DIVERGENCE_FACTOR:g} x the vocabulary size, {DIVERGENCE_FACTOR * vocab_size:g}")
 
 
 def perplexity(nll_sum: float, token_count: float) -> float:

@@ -32,6 +32,8 @@ import socket
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from absl import logging
+
 from gradual_rnn.configs import Config, ConfigError
 from gradual_rnn.train.progress import Progress
 
@@ -356,7 +358,13 @@ class RunFolder:
             if which == "latest" or holds_best_weights(chosen.progress):
                 return chosen
         if which == "best" and not problems:
-            return self._newest("latest", check)
+            newest = self._newest("latest", check)
+            best = newest.progress.best or {}
+            reason = ("no epoch of the run has set a best validation yet" if best.get("phase") is None else
+                      f"the best-validation weights (phase {best['phase']}, epoch {best['epoch']}) are not "
+                      f"among its retained checkpoints")
+            logging.warning("%s: %s; the newest checkpoint, %s, is used instead.", self.path, reason, newest.name)
+            return newest
         raise RunFolderError(f"No checkpoint of {self.path} can be read: {' '.join(problems)}")
 
     def _checked(self, prefix: str, check) -> RunCheckpoint:
@@ -374,8 +382,7 @@ class RunFolder:
     def legacy_folders(self) -> List[str]:
         """Checkpoint folders in the 0.1.0 format (`ckpt-NNNNNN/arrays.npz`, `best/arrays.npz`)."""
         pattern = os.path.join(glob.escape(self.checkpoints), "*", "arrays.npz")
-        return sorted(os.path.dirname(path) for path in glob.glob(pattern)
-                      if os.path.basename(os.path.dirname(os.path.dirname(path))) != LEGACY_KEPT)
+        return sorted(os.path.dirname(path) for path in glob.glob(pattern))
 
     @property
     def legacy_kept(self) -> str:

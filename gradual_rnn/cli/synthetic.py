@@ -1,8 +1,8 @@
-"""`python -m gradual_rnn.synthetic`: any task × unit × technique on the synthetic long-term benchmarks.
+"""`python -m gradual_rnn synthetic`: any task × unit × technique on the synthetic long-term benchmarks.
 
-    python -m gradual_rnn.synthetic --task=temporal_order --length=50 --unit=srn --clip=1 --omega=2
-    python -m gradual_rnn.synthetic --task=adding --length=100 --sampling --seeds=0,1,2
-    python -m gradual_rnn.synthetic --task=copying --length=100 --unit=lstm --h_detach=0.25
+    python -m gradual_rnn synthetic --task=temporal_order --length=50 --unit=srn --clip=1 --omega=2
+    python -m gradual_rnn synthetic --task=adding --length=100 --sampling --seeds=0,1,2
+    python -m gradual_rnn synthetic --task=copying --length=100 --unit=lstm --h_detach=0.25
 
 Every field of `config.SyntheticConfig` but `seed` and `leak_range` is a flag of the same name;
 `--seeds=0,1,2` gives one run per seed and `--logdir` a TensorBoard folder (one subfolder per seed).
@@ -11,23 +11,24 @@ Booleans take `--sampling`, `--nosampling` or `--sampling=false` (the older `--n
 Output: per seed, a log line `seed <n>: <JSON result>` (stderr); on stdout, one JSON line, the
 summary with the config and every run. Both are strict JSON: a run that diverged has
 `"diverged": true` and null errors and accuracy, never a bare NaN; it does not change the exit code.
+A run diverges by the package's one rule (`gradual_rnn.train.progress.diverged`): its loss is not
+finite, or above a hundred times the loss of a uniform guess.
 
 Bad flags: one line on stderr naming the flag, the value given and what is expected, and exit
 code 1 — checked before TensorFlow is imported. For example:
 
-    ConfigError: --batch_size got 0; expected an integer >= 1 (sequences per minibatch).
+    UsageError: flag --batch_size=0: expected an integer >= 1 (sequences per minibatch).
 """
 import dataclasses
-import sys
+import os
 import typing
 from typing import List, Optional, Sequence, Tuple
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from gradual_rnn.configs import ConfigError
+from gradual_rnn.cli import common
 from gradual_rnn.synthetic import config as config_lib
 
-FLAGS = flags.FLAGS
 _NOT_FLAGS = ("seed", "leak_range")
 
 _HELP = {
@@ -61,13 +62,14 @@ _HELP = {
 }
 
 
-def define_flags() -> None:
+def define_flags(values: flags.FlagValues) -> flags.FlagValues:
     """One absl flag per `SyntheticConfig` field (same name and default), plus --seeds and --logdir."""
     for field in dataclasses.fields(config_lib.SyntheticConfig):
         if field.name not in _NOT_FLAGS:
-            _define_flag(field.name, _flag_type(field.type), field.default, _HELP[field.name])
-    flags.DEFINE_string("seeds", "0", "Comma-separated seeds; one run per seed.")
-    flags.DEFINE_string("logdir", None, "TensorBoard folder (one subfolder per seed).")
+            _define_flag(values, field.name, _flag_type(field.type), field.default, _HELP[field.name])
+    flags.DEFINE_string("seeds", "0", "Comma-separated seeds; one run per seed.", flag_values=values)
+    flags.DEFINE_string("logdir", None, "TensorBoard folder (one subfolder per seed).", flag_values=values)
+    return values
 
 
 def _flag_type(annotation):
@@ -96,14 +98,14 @@ class _FloatParser(flags.FloatParser):
             raise ValueError("expected a number") from None
 
 
-def _define_flag(name: str, kind, default, help_text: str) -> None:
+def _define_flag(values: flags.FlagValues, name: str, kind, default, help_text: str) -> None:
     if kind is bool:
-        flags.DEFINE_boolean(name, default, help_text)
+        flags.DEFINE_boolean(name, default, help_text, flag_values=values)
     elif kind is str:
-        flags.DEFINE_string(name, default, help_text)
+        flags.DEFINE_string(name, default, help_text, flag_values=values)
     else:
         parser = _IntegerParser() if kind is int else _FloatParser()
-        flags.DEFINE(parser, name, default, help_text, serializer=flags.ArgumentSerializer())
+        flags.DEFINE(parser, name, default, help_text, serializer=flags.ArgumentSerializer(), flag_values=values)
 
 
 def legacy_negations(argv: Sequence[str], boolean_names: Sequence[str]) -> List[str]:
@@ -115,26 +117,19 @@ def legacy_negations(argv: Sequence[str], boolean_names: Sequence[str]) -> List[
     return renamed
 
 
-def parse_flags(argv: Sequence[str]) -> List[str]:
-    """absl's parsing, with every flag error as one line and exit code 1."""
-    booleans = [field.name for field in dataclasses.fields(config_lib.SyntheticConfig)
-                if field.type is bool]
-    try:
-        return FLAGS(legacy_negations(argv, booleans))
-    except flags.Error as error:
-        sys.exit(f"FlagError: {error}")
-
-
-def settings_from_flags() -> Tuple[config_lib.SyntheticConfig, Tuple[int, ...], Optional[str]]:
+def settings_from_flags(values: flags.FlagValues) -> Tuple[config_lib.SyntheticConfig, Tuple[int, ...], Optional[str]]:
     """(config, seeds, logdir) from the parsed flags; raises `ConfigError` for a bad value. The
     config keeps the default seed (0); each run replaces it with one of `seeds`."""
-    values = {field.name: FLAGS[field.name].value for field in dataclasses.fields(config_lib.SyntheticConfig)
+    fields = {field.name: values[field.name].value for field in dataclasses.fields(config_lib.SyntheticConfig)
               if field.name not in _NOT_FLAGS}
-    config = config_lib.SyntheticConfig(**values)
-    seeds = config_lib.parse_seeds(FLAGS.seeds)
+    config = config_lib.SyntheticConfig(**fields)
+    seeds = config_lib.parse_seeds(values.seeds)
     for seed in seeds:
         dataclasses.replace(config, seed=seed)  # validates the seed
-    return config, seeds, FLAGS.logdir
+    if values.logdir and os.path.exists(values.logdir) and not os.path.isdir(values.logdir):
+        raise common.UsageError(f"--logdir {values.logdir} exists and is not a folder; name a folder for "
+                                f"the TensorBoard logs.")
+    return config, seeds, values.logdir
 
 
 def train_seeds(config: config_lib.SyntheticConfig, seeds: Sequence[int], logdir: Optional[str]):
@@ -151,27 +146,22 @@ def train_seeds(config: config_lib.SyntheticConfig, seeds: Sequence[int], logdir
     return summary
 
 
-def main(argv):
-    if len(argv) > 1:
-        sys.exit(f"FlagError: unexpected arguments {argv[1:]}; every setting is a --flag=value.")
-    try:
-        config, seeds, logdir = settings_from_flags()
-    except ConfigError as error:
-        sys.exit(f"ConfigError: {error}")
-    if not FLAGS["verbosity"].present:
+def main(arguments, values: flags.FlagValues) -> None:
+    common.no_positional_arguments(arguments)
+    config, seeds, logdir = settings_from_flags(values)
+    if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.INFO)
     train_seeds(config, seeds, logdir)
 
 
-def start():
-    """Parses the flags (already defined) and runs `main`."""
-    app.run(main, flags_parser=parse_flags)
+def expected_errors():
+    return ()
 
 
-def run_main():
-    define_flags()
-    start()
+def run_main(argv=None) -> None:
+    """Runs the command; `--no-<flag>` (argparse's spelling) is taken for absl's `--no<flag>`."""
+    import sys
 
-
-if __name__ == "__main__":
-    run_main()
+    booleans = [field.name for field in dataclasses.fields(config_lib.SyntheticConfig) if field.type is bool]
+    arguments = legacy_negations(list(sys.argv if argv is None else argv), booleans)
+    common.run_command(main, define_flags, expected_errors, arguments)
