@@ -108,6 +108,14 @@ def test_embedding_width_defaults_to_hidden_size():
     assert _tiny(embedding_size=5).embedding_width == 5
 
 
+@pytest.mark.parametrize("rnn_mode", configs.RNN_MODES)
+def test_every_rnn_mode_is_accepted(rnn_mode):
+    """'block' names the tutorial's LSTMBlockCell default (the basic path's math)."""
+    assert configs.RNN_MODES == ("auto", "cudnn", "basic", "block")
+    assert _tiny(rnn_mode=rnn_mode).rnn_mode == rnn_mode
+    assert configs.override(configs.get_config("small"), {"rnn_mode": rnn_mode}).rnn_mode == rnn_mode
+
+
 def test_uniform_table():
     assert configs.uniform_table(3, 0.5) == ((0.5,), (0.5, 0.5), (0.5, 0.5, 0.5))
 
@@ -170,7 +178,7 @@ def test_gradual_needs_two_layers():
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(rnn_mode="fast"), r"rnn_mode='fast' is not one of \('auto', 'cudnn', 'basic'\)"),
+    (dict(rnn_mode="fast"), r"rnn_mode='fast' is not one of \('auto', 'cudnn', 'basic', 'block'\)"),
     (dict(dropout_style="gal"), "dropout_style='gal'"),
     (dict(num_steps=0), "num_steps must be at least 1, got 0"),
     (dict(layer_epochs=0), "layer_epochs must be at least 1"),

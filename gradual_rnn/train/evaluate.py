@@ -68,6 +68,48 @@ def make_eval_step(model: LanguageModel, depth: int, jit_compile: bool = False,
     return tf.function(evaluate, jit_compile=jit_compile, autograph=False)
 
 
+def make_window_costs(model: LanguageModel, depth: int, jit_compile: bool = False,
+                      chunk_tokens: int = EVAL_CHUNK_TOKENS):
+    """A compiled `window_costs(inputs, targets, state) -> (costs, state)`: the cost of every window
+    as both references fetch it, `<float32>[windows]`, the sum over the window's steps of the
+    batch-mean cross-entropy (their `run_epoch` sums these in float64 for the perplexity).
+
+    inputs, targets: `[windows, batch, num_steps]`, run back to back from `state`, without dropout;
+    as in `make_eval_step`, `chunk_tokens // (batch * num_steps)` consecutive windows are joined
+    (`merge_windows`) into one longer window, whose per-step costs are then cut back into windows.
+    """
+
+    def merged_costs(inputs, targets, state, steps: int):
+        """`<int>[batch, g * steps]` -> (the costs of its g windows `<float32>[g]`, new state)."""
+        logits, state = model(inputs, state, depth=depth)
+        losses = tf.cast(cross_entropy.sparse_cross_entropy(logits, targets), tf.float32)
+        per_step = tf.reduce_mean(losses, axis=0)
+        return tf.reduce_sum(tf.reshape(per_step, [-1, steps]), axis=1), state
+
+    def window_costs(inputs, targets, state):
+        windows, batch, steps = inputs.shape
+        group = max(1, chunk_tokens // (batch * steps))
+        merged = [merge_windows(array, group) for array in (inputs, targets)]
+        chunks, parts = merged[0].shape[0], []
+
+        def body(index, costs, state):
+            chunk_costs, state = merged_costs(merged[0][index], merged[1][index], state, steps)
+            return index + 1, costs.write(index, chunk_costs), state
+
+        if chunks:
+            costs = tf.TensorArray(tf.float32, size=chunks, element_shape=[group])
+            _, costs, state = tf.while_loop(lambda index, *_: index < chunks, body, (tf.constant(0), costs, state))
+            parts.append(costs.concat())
+        tail = windows % group
+        if tail:
+            rest = [merge_windows(array[windows - tail:], tail)[0] for array in (inputs, targets)]
+            tail_costs, state = merged_costs(rest[0], rest[1], state, steps)
+            parts.append(tail_costs)
+        return tf.concat(parts, axis=0), state
+
+    return tf.function(window_costs, jit_compile=jit_compile, autograph=False)
+
+
 def _perplexity(step, model, depth: int, windows) -> float:
     inputs, targets, weights = windows
     nll, count, _ = step(tf.constant(inputs), tf.constant(targets), tf.constant(weights),

@@ -212,8 +212,8 @@ def test_wrong_flag_names_the_flag(tmp_path, three_sources):
     wrong = str(tmp_path / "typo")
     with pytest.raises(ptb.DataError) as raised:
         sources.resolve_data_dir(wrong, cache_dir=three_sources[2])
-    assert str(raised.value) == (f"The flag --data_path points to {wrong}, which is not a PTB data "
-                                 f"folder: PTB data directory not found: {wrong}")
+    assert str(raised.value) == (f"The flag --data_path points to {wrong}, which is not a corpus "
+                                 f"folder: Corpus folder not found: {wrong}")
 
 
 def test_wrong_variable_names_the_variable(tmp_path, three_sources, monkeypatch):

@@ -134,3 +134,11 @@ def test_real_ptb_lines_through_tfds_equal_the_reader(ptb_dir, tmp_path):
     _assert_same_corpus(corpus, expected)
     assert len(corpus.train) > 80_000 and len(corpus.valid) > 8_000 and len(corpus.test) > 8_000
     assert corpus.train[:10].tolist() == expected.train[:10].tolist()
+
+
+def test_the_builder_serves_ptb_only(tmp_path):
+    with pytest.raises(ptb.DataError) as raised:
+        tfds_ptb.load_corpus_from_tfds(data_dir=str(tmp_path / "tfds"), dataset="wikitext2")
+    assert str(raised.value) == ("The TFDS builder gradual_rnn_ptb serves PTB only, not 'wikitext2'; "
+                                 "read other corpora with gradual_rnn.data.reader.load_corpus.")
+    assert not (tmp_path / "tfds").exists()

@@ -1,6 +1,7 @@
-"""The language model: parameter counts of the registered configs, the forward pass against NumPy,
-depth (no gradient above the head), variational masks over windows, grow, freeze and one train
-step, and serialization."""
+"""The language model (nn/language_model.py): parameter counts of the registered configs (built by
+`train.models.build_model`), the forward pass against NumPy, depth (no gradient above the head),
+variational masks over windows, grow, freeze and one train step, and serialization of the model and
+of its word embedding."""
 import dataclasses
 
 import keras
@@ -9,11 +10,13 @@ import pytest
 import tensorflow as tf
 
 from gradual_rnn import configs
-from gradual_rnn.nn import dropout as dropout_lib
 from gradual_rnn.nn import language_model as model
-from gradual_rnn.nn.dropout import DropoutPlan
+from gradual_rnn.nn.lstm import LSTMState
+from gradual_rnn.phases import DropoutPlan
 from gradual_rnn.train import steps
-from nn.test_layers import numpy_basic_lstm, tf1_weights
+from gradual_rnn.train.models import build_model
+from nn.numpy_lstm import numpy_basic_lstm, tf1_weights
+from nn.round_trips import assert_config_round_trip, assert_keras_file_round_trip
 
 VOCAB, HIDDEN, LAYERS, BATCH, TIME = 50, 8, 3, 3, 4
 
@@ -29,7 +32,7 @@ def _tiny_config(tied=True, **changes):
 
 
 def _tiny_model(tied, depth=None, **changes):
-    return model.build_model(_tiny_config(tied, **changes), depth)
+    return build_model(_tiny_config(tied, **changes), depth)
 
 
 def _batch(seed=0, time=TIME):
@@ -70,7 +73,7 @@ PARAMETER_COUNTS = {"small": 4_651_600, "medium": 19_775_200, "large": 66_022_00
 
 @pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
 def test_parameter_count(name):
-    assert model.parameter_count(model.build_model(configs.get_config(name))) == PARAMETER_COUNTS[name]
+    assert model.parameter_count(build_model(configs.get_config(name))) == PARAMETER_COUNTS[name]
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -146,7 +149,7 @@ def test_depth_outside_the_model_raises():
 
 def test_initial_state():
     state = _tiny_model(True).initial_state(BATCH, depth=2)
-    assert len(state) == 2
+    assert len(state) == 2 and all(type(layer_state) is LSTMState for layer_state in state)
     for cell, hidden in state:
         assert cell.shape == hidden.shape == (BATCH, HIDDEN)
         assert not np.any(cell.numpy()) and not np.any(hidden.numpy())
@@ -161,12 +164,12 @@ def test_head_cost_has_no_gradient_above_its_layer(tied, depth, variational):
     config = _tiny_config(tied, dropout_style="variational", keep_prob_embed=0.5,
                           keep_output=configs.uniform_table(LAYERS, 0.5),
                           keep_state=configs.uniform_table(LAYERS, 0.5))
-    lm = model.build_model(config)
+    lm = build_model(config)
     ids, targets = _batch()
     plan, masks, seed = None, None, None
     if variational:  # masks for every layer, including those above the head
         plan = DropoutPlan.for_depth(config, LAYERS)
-        masks = dropout_lib.sample_masks(config, plan, (0, 0, 0), BATCH)
+        masks = steps.sample_masks(config, plan, (0, 0, 0), BATCH)
         seed = tf.constant([1, 2])
     with tf.GradientTape() as tape:
         logits, new_state = lm(ids, _random_state(LAYERS), depth=depth, dropout=plan, seed=seed,
@@ -198,10 +201,10 @@ def _identity_head(lm):
 def test_variational_masks_drop_the_same_units_at_every_step_and_window():
     config = _tiny_config(False, num_layers=2, dropout_style="variational", keep_prob_embed=0.5,
                           keep_output=((0.5,), (0.5, 0.5)), keep_state=((0.5,), (0.5, 0.5)))
-    lm = model.build_model(config)
+    lm = build_model(config)
     _identity_head(lm)
     plan = DropoutPlan.for_depth(config, 2)
-    masks = dropout_lib.sample_masks(config, plan, (1, 0, 0), BATCH)
+    masks = steps.sample_masks(config, plan, (1, 0, 0), BATCH)
     for depth in (1, 2):
         output_mask, state_mask = (np.asarray(mask) for mask in masks[depth - 1])
         assert 0 < np.count_nonzero(output_mask) < output_mask.size
@@ -229,7 +232,7 @@ def test_variational_masks_drop_the_same_units_at_every_step_and_window():
 def test_zaremba_dropout_drops_fresh_units_at_every_step():
     config = _tiny_config(False, num_layers=2, keep_prob_embed=0.5,
                           keep_output=((0.5,), (0.5, 0.5)), keep_state=((1.0,), (1.0, 1.0)))
-    lm = model.build_model(config)
+    lm = build_model(config)
     _identity_head(lm)
     ids, _ = _batch(time=20)
     plan = DropoutPlan.for_depth(config, 2)
@@ -245,12 +248,13 @@ def test_zaremba_dropout_drops_fresh_units_at_every_step():
 def test_cudnn_eligible_per_layer():
     config = _tiny_config(True, num_layers=2, dropout_style="variational",
                           keep_output=((0.5,), (0.5, 0.5)), keep_state=((0.5,), (1.0, 0.5)))
-    lm = model.build_model(config)
-    masks = dropout_lib.sample_masks(config, DropoutPlan.for_depth(config, 2), (0, 0, 0), BATCH)
+    lm = build_model(config)
+    masks = steps.sample_masks(config, DropoutPlan.for_depth(config, 2), (0, 0, 0), BATCH)
     assert model.cudnn_eligible(lm) == [True, True]
     assert model.cudnn_eligible(lm, masks) == [True, False]
-    assert model.cudnn_eligible(model.build_model(dataclasses.replace(config, rnn_mode="basic"))) \
-        == [False, False]
+    for rnn_mode in ("basic", "block"):
+        assert model.cudnn_eligible(build_model(dataclasses.replace(config, rnn_mode=rnn_mode))) \
+            == [False, False]
 
 
 # --- grow. ---
@@ -331,7 +335,7 @@ def test_freeze_sets_trainable_variables():
 @pytest.mark.parametrize("tied", [True, False])
 def test_one_train_step_moves_trainable_variables_only(tied):
     config = _tiny_config(tied)
-    lm = model.build_model(config)
+    lm = build_model(config)
     model.freeze(lm, [0])
     depth = 2
     ids, targets = _batch()
@@ -345,11 +349,12 @@ def test_one_train_step_moves_trainable_variables_only(tied):
                 for v, g in zip(lm.trainable_variables, clipped)}
     before = _values(lm)
     step = steps.make_train_step(lm, keras.optimizers.SGD(learning_rate=1.0), config,
-                                    DropoutPlan.for_depth(config, depth), depth)
-    step_cost, (new_state, _), step_norm = step(ids, targets, (state, None), tf.constant([0, 0, 0], tf.int64))
+                                 DropoutPlan.for_depth(config, depth), depth)
+    step_cost, new_state, step_norm = step.one(ids, targets, state, tf.constant([0, 0, 0], tf.int64), None)
     np.testing.assert_allclose(step_cost.numpy(), cost.numpy(), rtol=1e-6)
     np.testing.assert_allclose(step_norm.numpy(), norm.numpy(), rtol=1e-5)
-    assert len(new_state) == depth
+    assert len(new_state) == depth and all(type(layer_state) is LSTMState for layer_state in new_state)
+    assert step.many is not None and step.counters is None
     after = _values(lm)
     frozen = {v.path for v in lm.layer_variables(0)}
     unused = {v.path for v in lm.layer_variables(2)}
@@ -395,6 +400,22 @@ def test_language_model_keras_file_round_trip(tied, tmp_path):
         mine, theirs = lm(ids, state, depth=depth), restored(ids, state, depth=depth)
         for a, b in zip(tf.nest.flatten(mine), tf.nest.flatten(theirs)):
             np.testing.assert_array_equal(b.numpy(), a.numpy())
+
+
+def _embedding_case(use_bias):
+    layer = model.WordEmbedding(12, HIDDEN, 0.1, use_bias=use_bias, seed=7, name="embedding")
+    ids = np.array([[0, 5, 11], [3, 3, 1]], np.int32)
+    return layer, lambda target: target(ids)
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_word_embedding_config_round_trip(use_bias):
+    assert_config_round_trip(*_embedding_case(use_bias))
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_word_embedding_keras_file_round_trip(use_bias, tmp_path):
+    assert_keras_file_round_trip(*_embedding_case(use_bias), tmp_path / "layer.keras")
 
 
 # --- Mixed precision. ---
@@ -443,9 +464,9 @@ def test_mixed_precision_with_dropout(style):
     keep = configs.uniform_table(LAYERS, 0.5)
     config = _tiny_config(True, precision="mixed_bfloat16", dropout_style=style, keep_output=keep,
                           keep_state=keep if style == "variational" else configs.uniform_table(LAYERS, 1.0))
-    lm = model.build_model(config)
+    lm = build_model(config)
     plan = DropoutPlan.for_depth(config, LAYERS)
-    masks = dropout_lib.sample_masks(config, plan, (1, 0, 0), BATCH)
+    masks = steps.sample_masks(config, plan, (1, 0, 0), BATCH)
     ids, targets = _batch(5)
     with tf.GradientTape() as tape:
         summed, state = lm.summed_cost(tf.constant(ids), tf.constant(targets), lm.initial_state(BATCH),

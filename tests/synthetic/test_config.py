@@ -1,8 +1,8 @@
-"""`SyntheticConfig.validate` and the command line's pure helpers, in process (no TensorFlow needed)."""
+"""`SyntheticConfig.validate` and the seeds' parser, in process (no TensorFlow needed); the command
+line's helpers are tested in tests/cli/test_synthetic.py."""
 import pytest
 
 from gradual_rnn.configs import ConfigError
-from gradual_rnn.synthetic import cli
 from gradual_rnn.synthetic.config import SyntheticConfig, parse_seeds
 
 
@@ -37,9 +37,3 @@ def test_seeds_parse_and_refuse():
     for bad in ("", "1,", "1.5", "-3", str(2 ** 31)):
         with pytest.raises(ConfigError, match="--seeds got"):
             parse_seeds(bad)
-
-
-def test_argparse_negations_become_absl_ones_for_booleans_only():
-    argv = ["prog", "--no-sampling", "--no-stop_when_solved", "--no-such", "--length=10"]
-    assert cli.legacy_negations(argv, ["sampling", "stop_when_solved"]) == \
-        ["prog", "--nosampling", "--nostop_when_solved", "--no-such", "--length=10"]

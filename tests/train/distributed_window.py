@@ -13,10 +13,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gradual_rnn import configs
-from gradual_rnn.nn import dropout as dropout_lib
-from gradual_rnn.nn import language_model as lm
+from gradual_rnn.phases import DropoutPlan
 from gradual_rnn.train import distribute
 from gradual_rnn.train import steps
+from gradual_rnn.train.models import build_model
 
 
 def main(style):
@@ -25,33 +25,33 @@ def main(style):
                             vocab_size=30, max_grad_norm=0.5, seed=3, tied_weights=True, embedding_bias=True,
                             dropout_style="variational", keep_prob_embed=1.0,
                             keep_output=configs.uniform_table(2, keep), keep_state=configs.uniform_table(2, keep))
-    plan = dropout_lib.DropoutPlan.for_depth(config, 2)
+    plan = DropoutPlan.for_depth(config, 2)
     rng = np.random.RandomState(0)
     inputs = rng.randint(0, 30, size=(4, 5)).astype(np.int32)
     targets = rng.randint(0, 30, size=(4, 5)).astype(np.int32)
     state = tuple((rng.randn(4, 8).astype(np.float32), rng.randn(4, 8).astype(np.float32)) for _ in range(2))
     key = tf.constant([1, 0, 0], tf.int64)
-    masks = dropout_lib.sample_masks(config, plan, (1, 0, 0), 4)
+    masks = steps.sample_masks(config, plan, (1, 0, 0), 4)
     np_masks = None if masks is None else [tuple(None if m is None else m.numpy() for m in pair) for pair in masks]
 
-    single = lm.build_model(config)
+    single = build_model(config)
     single_optimizer = keras.optimizers.SGD(learning_rate=1.0)
     step = steps.make_train_step(single, single_optimizer, config, plan, 2)
-    cost, (new_state, _), norm = step(tf.constant(inputs), tf.constant(targets),
-                                      (tf.nest.map_structure(tf.constant, state), masks), key)
+    cost, new_state, norm = step.one(tf.constant(inputs), tf.constant(targets),
+                                     tf.nest.map_structure(tf.constant, state), key, masks)
 
     strategy = distribute.make_strategy(devices=["/cpu:0", "/cpu:1"])
     with strategy.scope():
-        mirrored = lm.build_model(config)
+        mirrored = build_model(config)
         optimizer = keras.optimizers.SGD(learning_rate=1.0)
     dist_step = distribute.make_distributed_train_step(strategy, mirrored, optimizer, config, plan, 2)
-    dist_cost, (dist_state, _), dist_norm = dist_step(
-        distribute.split_rows(strategy, inputs), distribute.split_rows(strategy, targets),
-        (distribute.split_nested(strategy, state), distribute.split_nested(strategy, np_masks)), key)
+    dist_cost, dist_state, dist_norm = dist_step.one(
+        inputs, targets, distribute.split_nested(strategy, state), key,
+        distribute.split_nested(strategy, np_masks))
     weight_difference = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                             for a, b in zip(single.weights, mirrored.weights))
     changed = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                  for a, b in zip(single.weights, lm.build_model(config).weights))
+                  for a, b in zip(single.weights, build_model(config).weights))
     replica_h = [strategy.experimental_local_results(dist_state[1][1])[r].numpy() for r in range(2)]
     state_difference = float(np.max(np.abs(np.concatenate(replica_h) - new_state[1][1].numpy())))
     print(json.dumps(dict(style=style, replicas=strategy.num_replicas_in_sync, cost=float(cost), dist_cost=float(dist_cost),

@@ -8,26 +8,26 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gradual_rnn.data import ptb
-from gradual_rnn.nn import language_model as lm
 from gradual_rnn.train import checkpoint as checkpoints
 from gradual_rnn.train import evaluate as evaluation
 from gradual_rnn.train import loop as trainer
-from train.test_training import _final_weights, _run, tiny_config
-
-
-@pytest.fixture
-def tiny_corpus(tiny_corpus_dir):
-    return ptb.load_corpus(tiny_corpus_dir)
+from gradual_rnn.train import run_folder
+from gradual_rnn.train.context import Interrupted, RunOptions
+from gradual_rnn.train.models import build_model
+from gradual_rnn.train.progress import Progress
+from gradual_rnn.train.run_folder import RunFolder, RunFolderError
+from train.tiny import final_weights as _final_weights
+from train.tiny import run_tiny as _run
+from train.tiny import tiny_config
 
 
 def _store(tmp_path, config, **options):
-    return checkpoints.CheckpointStore(str(tmp_path / "run"), config, **options)
+    return checkpoints.CheckpointStore(RunFolder(str(tmp_path / "run")), config, **options)
 
 
 def _model(config, value):
     """A model of `config` whose every weight is `value`."""
-    model = lm.build_model(config)
+    model = build_model(config)
     for weight in model.weights:
         weight.assign(tf.fill(weight.shape, float(value)))
     return model
@@ -40,31 +40,33 @@ def _embedding(prefix):
 def test_corrupted_latest_checkpoint_falls_back_to_previous_and_is_kept(tmp_path, caplog):
     config = tiny_config()
     store = _store(tmp_path, config)
-    store.save(checkpoints.Progress(window=1), _model(config, 1.0))
-    newest = store.save(checkpoints.Progress(window=2), _model(config, 2.0))
+    store.save(Progress(window=1), _model(config, 1.0))
+    newest = store.save(Progress(window=2), _model(config, 2.0))
     with open(newest + ".data-00000-of-00001", "r+b") as handle:
         handle.truncate(20)
     restored = store.restore()
     assert restored.progress.window == 1 and _embedding(restored.prefix) == 1.0
-    assert "ckpt-1 cannot be read" in caplog.text and "falling back" in caplog.text
-    kept = os.listdir(os.path.join(store.directory, checkpoints.UNREADABLE))
+    assert "ckpt-1 is not usable (" in caplog.text and "the one before is used" in caplog.text
+    kept = os.listdir(os.path.join(store.folder.checkpoints, run_folder.UNREADABLE))
     assert sorted(kept) == ["ckpt-1.data-00000-of-00001", "ckpt-1.index", "ckpt-1.progress.json"]
 
 
-def test_checkpoint_without_sidecar_is_incomplete_and_removed(tmp_path):
+def test_checkpoint_without_sidecar_is_set_aside_not_deleted(tmp_path, caplog):
     config = tiny_config()
     store = _store(tmp_path, config)
-    store.save(checkpoints.Progress(window=1), _model(config, 1.0))
-    newest = store.save(checkpoints.Progress(window=2), _model(config, 2.0))
-    os.remove(newest + checkpoints.SIDECAR)
+    store.save(Progress(window=1), _model(config, 1.0))
+    newest = store.save(Progress(window=2), _model(config, 2.0))
+    os.remove(newest + run_folder.SIDECAR)
     assert store.restore().progress.window == 1
-    assert not os.path.exists(newest + ".index")
+    assert "ckpt-1" in caplog.text and "no progress sidecar" in caplog.text
+    kept = sorted(os.listdir(os.path.join(store.folder.checkpoints, run_folder.UNREADABLE)))
+    assert kept == ["ckpt-1.data-00000-of-00001", "ckpt-1.index"]
 
 
 def test_full_disk_during_checkpoint_keeps_previous(tmp_path, monkeypatch):
     config = tiny_config()
     store = _store(tmp_path, config)
-    store.save(checkpoints.Progress(window=1), _model(config, 1.0))
+    store.save(Progress(window=1), _model(config, 1.0))
     real_write = tf.train.Checkpoint._write  # what tf.train.CheckpointManager.save calls
 
     def no_space(self, file_prefix, *args, **kwargs):
@@ -72,12 +74,12 @@ def test_full_disk_during_checkpoint_keeps_previous(tmp_path, monkeypatch):
         raise tf.errors.ResourceExhaustedError(None, None, f"{file_prefix}: No space left on device")
 
     monkeypatch.setattr(tf.train.Checkpoint, "_write", no_space)
-    with pytest.raises(checkpoints.CheckpointError,
+    with pytest.raises(RunFolderError,
                        match=r"Writing checkpoint ckpt-1 in .* failed \(.*No space left on device\); the "
                              r"previous checkpoint ckpt-0 is intact"):
-        store.save(checkpoints.Progress(window=2), _model(config, 2.0))
+        store.save(Progress(window=2), _model(config, 2.0))
     monkeypatch.undo()
-    assert sorted(name for name in os.listdir(store.directory) if name.startswith("ckpt-1")) == []
+    assert sorted(name for name in os.listdir(store.folder.checkpoints) if name.startswith("ckpt-1")) == []
     restored = store.restore()
     assert restored.progress.window == 1 and _embedding(restored.prefix) == 1.0
 
@@ -86,9 +88,9 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
     config = tiny_config()
     store = _store(tmp_path, config)
     for window in range(5):
-        store.save(checkpoints.Progress(window=window), _model(config, window))
-    assert [os.path.basename(prefix) for prefix in store.complete()] == ["ckpt-2", "ckpt-3", "ckpt-4"]
-    assert sorted(name for name in os.listdir(store.directory) if name.endswith(".json")) == [
+        store.save(Progress(window=window), _model(config, window))
+    assert [os.path.basename(prefix) for prefix in store.folder.complete()] == ["ckpt-2", "ckpt-3", "ckpt-4"]
+    assert sorted(name for name in os.listdir(store.folder.checkpoints) if name.endswith(".json")) == [
         "ckpt-2.progress.json", "ckpt-3.progress.json", "ckpt-4.progress.json"]
 
 
@@ -100,7 +102,7 @@ def test_checkpoint_is_readable_by_tensorflow_tools(tmp_path):
     optimizer = keras_sgd(model)
     state = model.initial_state(4)
     masks = [(tf.ones([4, 8]), None), (tf.ones([4, 8]), None)]
-    prefix = _store(tmp_path, config).save(checkpoints.Progress(window=3, model_depth=2), model, optimizer,
+    prefix = _store(tmp_path, config).save(Progress(window=3, model_depth=2), model, optimizer,
                                            state, masks)
     names = dict(tf.train.list_variables(prefix))
     assert names["model/lstm_2/recurrent_kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [8, 32]
@@ -125,30 +127,30 @@ def test_no_readable_checkpoint_stops_and_deletes_nothing(tmp_path):
     config = tiny_config()
     store = _store(tmp_path, config)
     for window in range(2):
-        prefix = store.save(checkpoints.Progress(window=window), _model(config, window))
+        prefix = store.save(Progress(window=window), _model(config, window))
         with open(prefix + ".data-00000-of-00001", "r+b") as handle:
             handle.truncate(10)
-    with pytest.raises(checkpoints.CheckpointError,
-                       match=r"No checkpoint of .* can be read \(ckpt-1 \(.*\), ckpt-0 \(.*\); moved to "
+    with pytest.raises(RunFolderError,
+                       match=r"No checkpoint of .* can be used \(ckpt-1 \(.*\), ckpt-0 \(.*\); moved to "
                              r".*unreadable, nothing deleted\)\. Restore them, or pass --restart_from_scratch"):
         _store(tmp_path, config).restore()
-    assert len(os.listdir(os.path.join(store.directory, checkpoints.UNREADABLE))) == 6
-    with pytest.raises(checkpoints.CheckpointError, match=r"ckpt-0 \(set aside earlier\), ckpt-1 \(set aside "
+    assert len(os.listdir(os.path.join(store.folder.checkpoints, run_folder.UNREADABLE))) == 6
+    with pytest.raises(RunFolderError, match=r"ckpt-0 \(set aside earlier\), ckpt-1 \(set aside "
                                                           r"earlier\); moved to .*--restart_from_scratch"):
         _store(tmp_path, config).restore()  # the same command again: still no silent restart
     assert _store(tmp_path, config, restart_from_scratch=True).restore() is None
-    assert len(os.listdir(os.path.join(store.directory, checkpoints.UNREADABLE))) == 6
+    assert len(os.listdir(os.path.join(store.folder.checkpoints, run_folder.UNREADABLE))) == 6
 
 
 @pytest.mark.slow
 def test_run_refuses_to_restart_when_no_checkpoint_is_readable(tmp_path, tiny_corpus):
     config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
-    with pytest.raises(trainer.Interrupted):
+    with pytest.raises(Interrupted):
         _run(tmp_path, tiny_corpus, config, "run", checkpoint_every_windows=2, stop_after_windows=3)
     for path in os.listdir(tmp_path / "run" / "checkpoints"):
         if path.endswith(".progress.json"):
             (tmp_path / "run" / "checkpoints" / path).write_text("{broken")
-    with pytest.raises(checkpoints.CheckpointError, match="Restore them, or pass --restart_from_scratch"):
+    with pytest.raises(RunFolderError, match="Restore them, or pass --restart_from_scratch"):
         _run(tmp_path, tiny_corpus, config, "run")
     assert _run(tmp_path, tiny_corpus, config, "run", restart_from_scratch=True)["test_perplexity"] > 1
 
@@ -157,12 +159,12 @@ def test_run_refuses_to_restart_when_no_checkpoint_is_readable(tmp_path, tiny_co
 def test_second_run_on_same_save_path_is_refused(tmp_path, tiny_corpus):
     config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
     save_path = str(tmp_path / "run")
-    checkpoints.CheckpointStore(save_path, config)
-    with checkpoints.RunLock(save_path):
-        with pytest.raises(checkpoints.CheckpointError, match=r"is in use by pid \d+ on .*; two runs cannot"):
-            trainer.train(config, trainer.RunOptions("", save_path), tiny_corpus)
+    checkpoints.CheckpointStore(RunFolder(save_path), config)
+    with RunFolder(save_path).lock():
+        with pytest.raises(RunFolderError, match=r"is in use by pid \d+ on .*; two runs cannot"):
+            trainer.train(config, RunOptions("", save_path), tiny_corpus)
     # Released: the run now goes through.
-    assert trainer.train(config, trainer.RunOptions("", save_path), tiny_corpus)["test_perplexity"] > 1
+    assert trainer.train(config, RunOptions("", save_path), tiny_corpus)["test_perplexity"] > 1
 
 
 @pytest.mark.slow
@@ -190,19 +192,19 @@ def test_best_validation_checkpoint_is_pinned(tmp_path, tiny_corpus, monkeypatch
     monkeypatch.setattr(evaluation.Evaluator, "test", lambda self: (1.0, 1.0))
     config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=4, learning_rate_schedule="plateau")
     _run(tmp_path, tiny_corpus, config, "run")
-    best = checkpoints.prefixes(str(tmp_path / "run" / "checkpoints" / checkpoints.BEST))
+    folder = RunFolder(str(tmp_path / "run"))
+    best = folder.prefixes(best=True)
     assert len(best) == 1
-    progress = json.loads(open(best[0] + checkpoints.SIDECAR).read())["progress"]
+    progress = json.loads(open(best[0] + run_folder.SIDECAR).read())["progress"]
     assert (progress["epoch"], progress["rows"][-1]["valid_perplexity"]) == (2, 200.0)
-    assert os.path.basename(best[0]) not in [os.path.basename(p) for p in
-                                             checkpoints.prefixes(str(tmp_path / "run" / "checkpoints"))]
+    assert os.path.basename(best[0]) not in [os.path.basename(p) for p in folder.prefixes()]
 
 
 def test_restore_accepts_only_matching_checkpoints(tmp_path):
     config = tiny_config()
     store = _store(tmp_path, config)
     for epochs in range(3):
-        store.save(checkpoints.Progress(rows=[{}] * epochs), _model(config, float(epochs)))
+        store.save(Progress(rows=({},) * epochs), _model(config, float(epochs)))
     restored = store.restore(lambda progress: len(progress.rows) == 1)
     assert len(restored.progress.rows) == 1 and _embedding(restored.prefix) == 1.0
     assert store.restore(lambda progress: len(progress.rows) == 7) is None

@@ -13,8 +13,9 @@ import tensorflow as tf
 from conftest import environment_without_tensorflow, random_corpus
 from gradual_rnn import configs
 from gradual_rnn.data import ptb
-from gradual_rnn.train import checkpoint, loop, upgrade
-from gradual_rnn.train.session import RunOptions
+from gradual_rnn.train import loop, upgrade
+from gradual_rnn.train.context import RunOptions
+from gradual_rnn.train.run_folder import LEGACY_KEPT, RunFolder, RunFolderError
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "legacy_run_0_1_0")
 SETTINGS = {"num_layers": "2", "hidden_size": "6", "num_steps": "5", "batch_size": "20",
@@ -32,10 +33,10 @@ def legacy(tmp_path):
 
 def test_legacy_folder_is_refused_with_the_upgrade_command(legacy):
     save_path, corpus, config = legacy
-    with pytest.raises(checkpoint.CheckpointError,
+    with pytest.raises(RunFolderError,
                        match=r"holds checkpoints in the gradual_rnn 0.1.0 format \(folders "
                              r"checkpoints/ckpt-NNNNNN with arrays.npz\); convert them once with: "
-                             r"python -m gradual_rnn.upgrade_run --save_path=.*run"):
+                             r"python -m gradual_rnn upgrade --save_path=.*run"):
         loop.train(config, RunOptions("", save_path), corpus)
 
 
@@ -45,12 +46,12 @@ def test_upgraded_legacy_run_resumes_to_the_uninterrupted_0_1_0_numbers(legacy):
     converted = upgrade.upgrade_run(save_path)
     assert [os.path.basename(folder) for folder in converted] == ["best", "ckpt-000009", "ckpt-000010",
                                                                   "ckpt-000011"]
-    newest = checkpoint.prefixes(os.path.join(save_path, "checkpoints"))[-1]
+    newest = RunFolder(save_path).prefixes()[-1]
     names = dict(tf.train.list_variables(newest))
     assert names["model/lstm_2/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [6, 24]
     assert names["carried/layer_2_state_mask/.ATTRIBUTES/VARIABLE_VALUE"] == [20, 6]
-    assert checkpoint.read_progress(newest).window == 8
-    assert len(os.listdir(os.path.join(save_path, "checkpoints", upgrade.KEPT_FOLDER))) == 5  # kept
+    assert RunFolder(save_path).read_progress(newest).window == 8
+    assert len(os.listdir(os.path.join(save_path, "checkpoints", LEGACY_KEPT))) == 5  # kept
     resumed = loop.train(config, RunOptions("", save_path), corpus)
     with open(os.path.join(FIXTURE, "uninterrupted_results.json"), encoding="utf-8") as handle:
         expected = json.load(handle)
@@ -64,7 +65,7 @@ def test_upgraded_legacy_run_resumes_to_the_uninterrupted_0_1_0_numbers(legacy):
 @pytest.mark.slow
 def test_upgrade_command_line(legacy, tmp_path):
     save_path, _, _ = legacy
-    done = subprocess.run([sys.executable, "-m", "gradual_rnn.upgrade_run", f"--save_path={save_path}"],
+    done = subprocess.run([sys.executable, "-m", "gradual_rnn", "upgrade", f"--save_path={save_path}"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["converted"] == [
@@ -72,10 +73,10 @@ def test_upgrade_command_line(legacy, tmp_path):
     # Nothing left to convert, or no run folder: one line, before TensorFlow loads (it would print
     # its start-up lines and take seconds).
     for folder, message in ((save_path, "holds no checkpoint in the 0.1.0 format; nothing to do."),
-                            (os.path.join(save_path, "nowhere"), "it is not the --save_path of a training run.")):
-        again = subprocess.run([sys.executable, "-m", "gradual_rnn.upgrade_run", f"--save_path={folder}"],
+                            (os.path.join(save_path, "nowhere"), "is not a folder of a training run.")):
+        again = subprocess.run([sys.executable, "-m", "gradual_rnn", "upgrade", f"--save_path={folder}"],
                                capture_output=True, text=True, timeout=300,
                                env=environment_without_tensorflow(tmp_path))
         assert again.returncode != 0 and again.stderr.strip().splitlines()[-1].endswith(message), again.stderr
-        assert again.stderr.strip().splitlines()[-1].startswith("CheckpointError: ")
+        assert again.stderr.strip().splitlines()[-1].startswith("RunFolderError: ")
         assert "Traceback" not in again.stderr

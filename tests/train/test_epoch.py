@@ -1,4 +1,4 @@
-"""The run's edges a researcher meets in the first hour: progress lines with ETAs and train.log,
+"""One epoch and the run's edges a researcher meets in the first hour: progress lines with ETAs and train.log,
 per-window TensorBoard scalars, speed that counts only training time across resumes, a config that
 a failed start does not lock, max_epochs raised on a finished run, and max_grad_norm=inf."""
 import dataclasses
@@ -13,15 +13,12 @@ import tensorflow as tf
 
 from gradual_rnn import configs
 from gradual_rnn.data import ptb
-from gradual_rnn.nn import language_model as lm
-from gradual_rnn.nn.dropout import DropoutPlan
-from gradual_rnn.train import checkpoint, loop, steps
-from train.test_training import _run, tiny_config
-
-
-@pytest.fixture
-def tiny_corpus(tiny_corpus_dir):
-    return ptb.load_corpus(tiny_corpus_dir)
+from gradual_rnn.phases import DropoutPlan
+from gradual_rnn.train import loop, steps
+from gradual_rnn.train.models import build_model
+from gradual_rnn.train.run_folder import RunFolder, RunFolderError
+from train.tiny import run_tiny as _run
+from train.tiny import tiny_config
 
 
 @pytest.mark.slow
@@ -68,9 +65,9 @@ def test_speed_counts_timed_windows_across_resumes(tmp_path, tiny_corpus):
     with pytest.raises(loop.Interrupted):
         _run(tmp_path, tiny_corpus, config, "run", stop_after_windows=7, windows_per_call=1)
     _run(tmp_path, tiny_corpus, config, "run", windows_per_call=1)
-    store = checkpoint.CheckpointStore(str(tmp_path / "run"), config)
-    prefix = [p for p in store.complete() if checkpoint.read_progress(p).rows][0]
-    progress = checkpoint.read_progress(prefix)
+    folder = RunFolder(str(tmp_path / "run"))
+    prefix = [p for p in folder.complete() if folder.read_progress(p).rows][0]
+    progress = folder.read_progress(prefix)
     assert progress.epoch_timed_tokens == (115 - 2) * 4 * 5
     assert progress.rows[0]["words_per_second"] == pytest.approx(
         progress.epoch_timed_tokens / progress.epoch_timed_seconds)
@@ -103,20 +100,20 @@ def test_max_epochs_raised_on_a_finished_run_extends_the_last_phase(tmp_path, ti
     straight = _run(tmp_path, tiny_corpus, longer, "straight")
     assert [row["valid_perplexity"] for row in extended["rows"]] == [
         row["valid_perplexity"] for row in straight["rows"]]
-    with pytest.raises(checkpoint.CheckpointError, match=r"another config \(hidden_size: saved 8 now 9, "):
+    with pytest.raises(RunFolderError, match=r"another config \(hidden_size: saved 8 now 9, "):
         _run(tmp_path, tiny_corpus, dataclasses.replace(longer, hidden_size=9, max_epochs=3), "run")
 
 
 def _weights_after_windows(config, inputs, targets):
     """(the window costs, the model's weights) after training `inputs`/`targets` (`[windows, batch,
     steps]`) window by window, the state carried."""
-    model, optimizer = lm.build_model(config), steps.make_optimizer(config)
+    model, optimizer = build_model(config), steps.make_optimizer(config)
     step = steps.make_train_step(model, optimizer, config, DropoutPlan.for_depth(config, config.num_layers),
                                  config.num_layers)
-    carried, costs = (model.initial_state(config.batch_size), None), []
+    state, costs = model.initial_state(config.batch_size), []
     for index in range(len(inputs)):
-        cost, carried, _ = step(tf.constant(inputs[index]), tf.constant(targets[index]), carried,
-                                tf.constant([1, 0, index], tf.int64))
+        cost, state, _ = step.one(tf.constant(inputs[index]), tf.constant(targets[index]), state,
+                                  tf.constant([1, 0, index], tf.int64), None)
         costs.append(float(cost))
     return np.array(costs), [weight.numpy() for weight in model.weights]
 
@@ -151,7 +148,7 @@ def test_divergence_before_any_checkpoint_says_so(tmp_path, tiny_corpus, monkeyp
 
     def nan_factory(*args, **kwargs):
         real_step = real_factory(*args, **kwargs)
-        return lambda *step_args: (tf.constant(float("nan")),) + tuple(real_step(*step_args)[1:])
+        return steps.TrainStep(lambda *step_args: (tf.constant(float("nan")),) + tuple(real_step.one(*step_args)[1:]))
 
     monkeypatch.setattr(steps, "make_train_step", nan_factory)
     with pytest.raises(loop.TrainingDiverged, match=r"became nan in phase 1, epoch 1, window 0; no "

@@ -1,65 +1,24 @@
-"""The layers: BasicLSTM against a NumPy TF1 BasicLSTMCell (eager, tf.function, XLA), its cuDNN
-eligibility, variational and per-element dropout statistics, and serialization of every layer."""
+"""The LSTM layer (nn/lstm.py): BasicLSTM against a NumPy TF1 BasicLSTMCell (eager, tf.function,
+XLA), its compute paths and their cuDNN eligibility, the hand-written backward pass against autodiff
+and finite differences, row groups bit for bit, mixed precision, and serialization."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from keras.src.backend.tensorflow.rnn import _do_lstm_arguments_support_cudnn
 
-from gradual_rnn import configs
-from gradual_rnn.nn import dropout as dropout_lib
-from gradual_rnn.nn import heads
+from gradual_rnn import hardware
 from gradual_rnn.nn import lstm
-from gradual_rnn.nn.dropout import DropoutPlan
-from gradual_rnn.nn.language_model import WordEmbedding
+from nn.numpy_lstm import numpy_basic_lstm, tf1_weights
+from nn.round_trips import assert_config_round_trip, assert_keras_file_round_trip, randomize
 
 BATCH, TIME, INPUT, UNITS = 3, 5, 4, 6
 EXECUTION_MODES = ("eager", "function", "xla")
 
 
-# --- A NumPy reference of TF1's BasicLSTMCell. ---
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def numpy_basic_lstm(inputs, cell, hidden, kernel, bias, forget_bias, recurrent_mask=None):
-    """TF1 BasicLSTMCell over `inputs [batch, time, input]`, in float64.
-
-    kernel `[input + units, 4 units]` on `[x, h]`, bias `[4 units]`, gates in TF1 order (i, j, f, o):
-    c' = c * sigmoid(f + forget_bias) + sigmoid(i) * tanh(j);  h' = tanh(c') * sigmoid(o).
-    With `recurrent_mask`, the h fed back (and returned) is `h' * recurrent_mask`; the outputs and c
-    are not masked. Returns (outputs [batch, time, units], c, h).
-    """
-    outputs = []
-    for step in range(inputs.shape[1]):
-        gates = np.concatenate([inputs[:, step], hidden], axis=1) @ kernel + bias
-        i, j, f, o = np.split(gates, 4, axis=1)
-        cell = cell * _sigmoid(f + forget_bias) + _sigmoid(i) * np.tanh(j)
-        hidden = np.tanh(cell) * _sigmoid(o)
-        outputs.append(hidden)
-        if recurrent_mask is not None:
-            hidden = hidden * recurrent_mask
-    return np.stack(outputs, axis=1), cell, hidden
-
-
-def tf1_weights(layer):
-    """The layer's variables as one TF1 kernel on `[x, h]` and a TF1 bias, gates (i, j, f, o)."""
-    kernel = np.concatenate([lstm.keras_to_tf1_gates(layer.kernel.numpy()),
-                             lstm.keras_to_tf1_gates(layer.recurrent_kernel.numpy())], axis=0)
-    return kernel.astype(np.float64), lstm.keras_to_tf1_gates(layer.bias.numpy()).astype(np.float64)
-
-
-def randomize(layer, seed, scale=0.5):
-    """Assigns every variable of `layer` fresh nonzero uniform values (biases included)."""
-    rng = np.random.RandomState(seed)
-    for weight in layer.weights:
-        weight.assign(rng.uniform(-scale, scale, weight.shape).astype(np.float32))
-
-
 def _new_lstm(rnn_mode="basic", forget_bias=0.0, seed=1):
     layer = lstm.BasicLSTM(UNITS, init_scale=0.1, forget_bias=forget_bias, rnn_mode=rnn_mode,
-                             seed=seed)
+                           seed=seed)
     layer.build((None, None, INPUT))
     randomize(layer, seed)
     return layer
@@ -77,7 +36,7 @@ def _window(seed=0):
 def _runner(layer, mode):
     """`run(inputs, cell, hidden, mask) -> (outputs, c, h)` eagerly, as a tf.function, or with XLA."""
     def run(inputs, cell, hidden, mask=None):
-        outputs, (new_cell, new_hidden) = layer(inputs, (cell, hidden), recurrent_mask=mask)
+        outputs, (new_cell, new_hidden) = layer(inputs, lstm.LSTMState(cell, hidden), recurrent_mask=mask)
         return outputs, new_cell, new_hidden
 
     if mode == "eager":
@@ -184,19 +143,19 @@ def test_basic_path_needs_static_time():
 def test_cudnn_eligible_arguments(rnn_mode):
     layer = _new_lstm(rnn_mode)
     assert layer.cudnn_eligible() and layer.cudnn_eligible(None)
-    lstm = layer.lstm
-    assert isinstance(lstm, keras.layers.LSTM)
-    assert lstm.cell.activation is keras.activations.tanh
-    assert lstm.cell.recurrent_activation is keras.activations.sigmoid
-    assert lstm.cell.use_bias is True
-    assert lstm.recurrent_dropout == 0 and lstm.dropout == 0
-    assert lstm.unroll is False and lstm.go_backwards is False
-    assert lstm.use_cudnn == "auto"
-    assert lstm.cell.unit_forget_bias is False
+    fused = layer.lstm
+    assert isinstance(fused, keras.layers.LSTM)
+    assert fused.cell.activation is keras.activations.tanh
+    assert fused.cell.recurrent_activation is keras.activations.sigmoid
+    assert fused.cell.use_bias is True
+    assert fused.recurrent_dropout == 0 and fused.dropout == 0
+    assert fused.unroll is False and fused.go_backwards is False
+    assert fused.use_cudnn == "auto"
+    assert fused.cell.unit_forget_bias is False
     # Keras's own test of whether its TF backend may run the fused cuDNN kernel.
-    assert _do_lstm_arguments_support_cudnn(activation=lstm.cell.activation,
-                                            recurrent_activation=lstm.cell.recurrent_activation,
-                                            unroll=lstm.unroll, use_bias=lstm.cell.use_bias)
+    assert _do_lstm_arguments_support_cudnn(activation=fused.cell.activation,
+                                            recurrent_activation=fused.cell.recurrent_activation,
+                                            unroll=fused.unroll, use_bias=fused.cell.use_bias)
 
 
 def _refuse(what):
@@ -206,7 +165,7 @@ def _refuse(what):
 
 
 def test_auto_on_a_gpu_runs_on_keras_lstm(monkeypatch):
-    monkeypatch.setattr(lstm, "gpu_available", lambda: True)
+    monkeypatch.setattr(hardware, "gpu_available", lambda: True)
     layer = _new_lstm("auto")
     assert layer.uses_cudnn_path()
     monkeypatch.setattr(lstm.BasicLSTM, "_basic_call", _refuse("the basic path"))
@@ -218,7 +177,7 @@ def test_auto_on_a_gpu_runs_on_keras_lstm(monkeypatch):
 
 def test_auto_on_a_cpu_takes_the_basic_path(monkeypatch):
     """On a CPU Keras's LSTM runs a generic loop slower than the basic path, so auto skips it."""
-    monkeypatch.setattr(lstm, "gpu_available", lambda: False)
+    monkeypatch.setattr(hardware, "gpu_available", lambda: False)
     layer = _new_lstm("auto")
     assert layer.cudnn_eligible() and not layer.uses_cudnn_path()
     assert _new_lstm("cudnn").uses_cudnn_path()
@@ -227,13 +186,9 @@ def test_auto_on_a_cpu_takes_the_basic_path(monkeypatch):
     assert layer(inputs, (cell, hidden))[0].shape == (BATCH, TIME, UNITS)
 
 
-def test_gpu_available_matches_tensorflow():
-    assert lstm.gpu_available() == bool(tf.config.list_physical_devices("GPU"))
-
-
 @pytest.mark.parametrize("gpu", [False, True])
 def test_auto_with_state_mask_takes_the_basic_path(monkeypatch, gpu):
-    monkeypatch.setattr(lstm, "gpu_available", lambda: gpu)
+    monkeypatch.setattr(hardware, "gpu_available", lambda: gpu)
     layer = _new_lstm("auto")
     mask = np.ones((BATCH, UNITS), np.float32)
     assert not layer.uses_cudnn_path(mask) and not layer.cudnn_eligible(mask)
@@ -243,9 +198,42 @@ def test_auto_with_state_mask_takes_the_basic_path(monkeypatch, gpu):
 
 
 def test_basic_mode_and_forget_bias_never_take_the_cudnn_path(monkeypatch):
-    monkeypatch.setattr(lstm, "gpu_available", lambda: True)
+    monkeypatch.setattr(hardware, "gpu_available", lambda: True)
     for layer in (_new_lstm("basic"), _new_lstm("auto", forget_bias=1.0)):
         assert not layer.uses_cudnn_path() and not layer.cudnn_eligible()
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_block_mode_is_the_basic_path_bit_for_bit(monkeypatch, mode):
+    """`rnn_mode='block'` (the tutorial's LSTMBlockCell default) is the same math: it takes the basic
+    path, even with a GPU in view, and gives exactly its outputs and state."""
+    monkeypatch.setattr(hardware, "gpu_available", lambda: True)
+    block, basic = _new_lstm("block", forget_bias=1.0), _new_lstm("basic", forget_bias=1.0)
+    assert not block.cudnn_eligible() and not block.uses_cudnn_path()
+    for mine, theirs in zip(block.weights, basic.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())  # same seed, same values
+    monkeypatch.setattr(keras.layers.LSTM, "call", _refuse("keras.layers.LSTM"))
+    inputs, cell, hidden = _window()
+    mask = (np.random.RandomState(8).uniform(size=(BATCH, UNITS)) < 0.5).astype(np.float32) / 0.5
+    for recurrent_mask in (None, mask):
+        expected = _runner(basic, mode)(inputs, cell, hidden, recurrent_mask)
+        actual = _runner(block, mode)(inputs, cell, hidden, recurrent_mask)
+        for mine, wanted in zip(actual, expected, strict=True):
+            np.testing.assert_array_equal(mine.numpy(), wanted.numpy())
+    assert block.get_config()["rnn_mode"] == "block"
+
+
+@pytest.mark.parametrize("rnn_mode", ["basic", "cudnn"])
+def test_state_is_an_lstm_state_on_both_paths(rnn_mode):
+    """The new state is an `LSTMState(cell, hidden)` that still unpacks as `(c, h)`."""
+    layer = _new_lstm(rnn_mode)
+    inputs, cell, hidden = _window()
+    outputs, state = layer(inputs, lstm.LSTMState(cell, hidden))
+    assert type(state) is lstm.LSTMState and state._fields == ("cell", "hidden")
+    new_cell, new_hidden = state
+    assert new_cell is state.cell and new_hidden is state.hidden
+    np.testing.assert_array_equal(new_hidden.numpy(), outputs.numpy()[:, -1])
+    assert not np.array_equal(new_cell.numpy(), new_hidden.numpy())
 
 
 def test_cudnn_with_state_mask_raises():
@@ -296,6 +284,13 @@ def _recurrence_case(dtype=np.float32, time=TIME):
 def _recurrence_loss(function, arguments, mask, detach, forget_bias, weights):
     outputs, (cell, hidden) = function(*arguments, mask, detach, forget_bias)
     return sum(tf.reduce_sum(value * weight) for value, weight in zip((outputs, cell, hidden), weights))
+
+
+def test_recurrence_returns_an_lstm_state():
+    arguments, _, _ = _recurrence_case()
+    outputs, state = lstm.lstm_recurrence(*[tf.constant(value) for value in arguments], None, None, 0.0)
+    assert type(state) is lstm.LSTMState
+    np.testing.assert_array_equal(state.hidden.numpy(), outputs.numpy()[:, -1])
 
 
 def test_steps_per_block():
@@ -377,15 +372,15 @@ def test_row_groups_give_the_same_bits(mode, masked, detached, time, groups):
 
 
 def test_batch_groups_rule(monkeypatch):
-    monkeypatch.setattr(lstm, "usable_cores", lambda: 2)
-    monkeypatch.setattr(lstm, "gpu_available", lambda: False)
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 2)
+    monkeypatch.setattr(hardware, "gpu_available", lambda: False)
     assert [lstm.batch_groups(20, units) for units in (8, 127, 128, 200, 512, 513, 650)] == [1, 1, 2, 2, 2, 1, 1]
     assert [lstm.batch_groups(batch, 200) for batch in (1, 2, 19, 64, None)] == [1, 1, 1, 2, 1]
     assert lstm.batch_groups(20, 130) == 1  # a group of 10 x 130 floats ends inside a vector register
-    monkeypatch.setattr(lstm, "usable_cores", lambda: 1)
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 1)
     assert lstm.batch_groups(20, 200) == 1
-    monkeypatch.setattr(lstm, "usable_cores", lambda: 2)
-    monkeypatch.setattr(lstm, "gpu_available", lambda: True)
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 2)
+    monkeypatch.setattr(hardware, "gpu_available", lambda: True)
     assert lstm.batch_groups(20, 200) == 1
 
 
@@ -424,235 +419,25 @@ def test_recurrence_gradient_matches_numpy_finite_differences(masked):
         assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-8)
 
 
-@pytest.mark.parametrize("transposed", [False, True])
-@pytest.mark.parametrize("mode", EXECUTION_MODES)
-def test_fused_softmax_cost_matches_autodiff(transposed, mode):
-    rng = np.random.RandomState(3)
-    vocab = 12
-    outputs = tf.constant(rng.uniform(-1, 1, (BATCH, TIME, UNITS)).astype(np.float32))
-    kernel_shape = (vocab, UNITS) if transposed else (UNITS, vocab)
-    kernel = tf.constant(rng.uniform(-1, 1, kernel_shape).astype(np.float32))
-    bias = tf.constant(rng.uniform(-1, 1, (vocab,)).astype(np.float32))
-    targets = tf.constant(rng.randint(0, vocab, (BATCH, TIME)).astype(np.int32))
-
-    def plain(outputs, kernel, bias):
-        logits = tf.einsum("btu,vu->btv" if transposed else "btu,uv->btv", outputs, kernel) + bias
-        return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits))
-
-    def fused(outputs, kernel, bias):
-        return heads.summed_softmax_cost(outputs, kernel, bias, targets, transposed)
-
-    def gradients(function):
-        def run(*tensors):
-            with tf.GradientTape() as tape:
-                tape.watch(tensors)
-                cost = 3.0 * function(*tensors)  # a non-unit upstream gradient
-            return [cost] + tape.gradient(cost, list(tensors))
-        if mode != "eager":
-            run = tf.function(run, jit_compile=mode == "xla")
-        return run(outputs, kernel, bias)
-
-    for mine, wanted in zip(gradients(fused), gradients(plain), strict=True):
-        np.testing.assert_allclose(mine.numpy(), wanted.numpy(), rtol=1e-6, atol=1e-5)
-
-
-# --- Variational masks. ---
-
-STAT_BATCH, STAT_UNITS = 4000, 50  # 200,000 Bernoulli draws per mask
-SIGMAS = 5
-
-
-def _assert_mask_statistics(mask, keep):
-    mask = np.asarray(mask)
-    count = mask.size
-    scaled_one = np.float32(1.0) / np.float32(keep)
-    assert mask.dtype == np.float32
-    assert set(np.unique(mask)) <= {np.float32(0.0), scaled_one}  # exactly 0 or 1/keep
-    kept = np.count_nonzero(mask) / count
-    assert abs(kept - keep) < SIGMAS * np.sqrt(keep * (1 - keep) / count)
-    # Expectation preserved: E[mask] = 1.
-    assert abs(mask.mean(dtype=np.float64) - 1.0) < SIGMAS * np.sqrt((1 - keep) / (keep * count))
-
-
-def test_variational_masks_values_and_statistics():
-    seed = tf.constant([1, 2], tf.int32)
-    masks = dropout_lib.sample_variational_masks(seed, STAT_BATCH, STAT_UNITS, keep_output=(0.4, 0.25),
-                                            keep_state=(0.7, 0.5))
-    assert len(masks) == 2
-    for (output_mask, state_mask), keep_output, keep_state in zip(masks, (0.4, 0.25), (0.7, 0.5)):
-        assert output_mask.shape == state_mask.shape == (STAT_BATCH, STAT_UNITS)
-        _assert_mask_statistics(output_mask, keep_output)
-        _assert_mask_statistics(state_mask, keep_state)
-
-
-def test_variational_mask_statistics_can_fail():
-    """Guards the tolerance: a mask of keep 0.41 fails the test for keep 0.4."""
-    seed = tf.constant([1, 2], tf.int32)
-    (mask, _), = dropout_lib.sample_variational_masks(seed, STAT_BATCH, STAT_UNITS, (0.41,), (1.0,))
-    relabelled = (np.asarray(mask) != 0).astype(np.float32) / np.float32(0.4)
-    with pytest.raises(AssertionError):
-        _assert_mask_statistics(relabelled, 0.4)
-
-
-def test_variational_masks_are_seeded_and_independent():
-    def sample(seed):
-        masks = dropout_lib.sample_variational_masks(tf.constant(seed, tf.int32), 20, 30, (0.5, 0.5),
-                                                (0.5, 0.5))
-        return [np.asarray(mask) for pair in masks for mask in pair]
-
-    first, again, other = sample([5, 6]), sample([5, 6]), sample([5, 7])
-    for mask, same, different in zip(first, again, other):
-        np.testing.assert_array_equal(mask, same)
-        assert not np.array_equal(mask, different)
-    # Output and state masks, and the masks of different layers, are different draws.
-    for index, mask in enumerate(first):
-        for later in first[index + 1:]:
-            assert not np.array_equal(mask, later)
-
-
-def test_variational_mask_of_keep_one_is_none():
-    masks = dropout_lib.sample_variational_masks(tf.constant([1, 2]), 4, 3, (1.0, 0.5), (1.0, 1.0))
-    assert masks[0] == (None, None)
-    assert masks[1][0] is not None and masks[1][1] is None
-
-
-def _variational_config(**changes):
-    values = dict(name="tiny", num_layers=2, hidden_size=STAT_UNITS, num_steps=3, vocab_size=20,
-                  dropout_style="variational", keep_output=((0.3,), (0.5, 0.25)),
-                  keep_state=((0.3,), (0.5, 0.4)))
-    values.update(changes)
-    return configs.Config(**values)
-
-
-def test_training_sample_masks():
-    config = _variational_config()
-    plan = DropoutPlan.for_depth(config, 2)
-    masks = dropout_lib.sample_masks(config, plan, (1, 0, 0), STAT_BATCH)
-    assert len(masks) == 2
-    for (output_mask, state_mask), keep_output, keep_state in zip(masks, (0.5, 0.25), (0.5, 0.4)):
-        _assert_mask_statistics(output_mask, keep_output)
-        _assert_mask_statistics(state_mask, keep_state)
-    again = dropout_lib.sample_masks(config, plan, (1, 0, 0), STAT_BATCH)
-    next_epoch = dropout_lib.sample_masks(config, plan, (1, 1, 0), STAT_BATCH)
-    other_seed = dropout_lib.sample_masks(_variational_config(seed=1), plan, (1, 0, 0), STAT_BATCH)
-    for index in range(2):
-        for kind in range(2):
-            np.testing.assert_array_equal(masks[index][kind], again[index][kind])
-            assert not np.array_equal(masks[index][kind], next_epoch[index][kind])
-            assert not np.array_equal(masks[index][kind], other_seed[index][kind])
-
-
-def test_training_sample_masks_per_phase_and_style():
-    config = _variational_config()
-    first_phase = dropout_lib.sample_masks(config, DropoutPlan.for_depth(config, 1), (0, 0, 0), 4)
-    assert len(first_phase) == 1 and first_phase[0][0].shape == (4, STAT_UNITS)
-    zaremba = configs.Config(name="tiny", num_layers=2, hidden_size=4, num_steps=3,
-                             keep_output=((0.5,), (0.5, 0.5)))
-    assert dropout_lib.sample_masks(zaremba, DropoutPlan.for_depth(zaremba, 2), (0, 0, 0), 4) is None
-
-
-# --- Per-element (Zaremba) dropout. ---
-
-def test_stateless_dropout_values_and_statistics():
-    keep = 0.4
-    inputs = tf.ones([400, 10, STAT_UNITS])  # 200,000 elements
-    dropped = dropout_lib.stateless_dropout(inputs, keep, tf.constant([3, 4])).numpy()
-    kept = dropped != 0
-    np.testing.assert_allclose(dropped[kept], 1 / keep, rtol=1e-6)
-    assert abs(kept.mean() - keep) < SIGMAS * np.sqrt(keep * (1 - keep) / kept.size)
-    assert abs(dropped.mean(dtype=np.float64) - 1.0) < SIGMAS * np.sqrt((1 - keep) / (keep * dropped.size))
-    # Fresh per element: the pattern at step t and at step t+1 agree only as often as two independent
-    # draws do, p^2 + (1-p)^2 (a variational mask would agree everywhere).
-    agree = np.mean((dropped[:, 0] != 0) == (dropped[:, 1] != 0))
-    chance = keep ** 2 + (1 - keep) ** 2
-    count = dropped[:, 0].size
-    assert abs(agree - chance) < SIGMAS * np.sqrt(chance * (1 - chance) / count)
-
-
-def test_stateless_dropout_scales_values_and_is_seeded():
-    inputs = tf.random.stateless_uniform([8, 5, 6], seed=[0, 1], minval=0.5, maxval=1.5)
-    first = dropout_lib.stateless_dropout(inputs, 0.5, tf.constant([1, 1])).numpy()
-    kept = first != 0
-    np.testing.assert_allclose(first[kept], inputs.numpy()[kept] / 0.5, rtol=1e-6)
-    np.testing.assert_array_equal(first, dropout_lib.stateless_dropout(inputs, 0.5, tf.constant([1, 1])))
-    assert not np.array_equal(first, dropout_lib.stateless_dropout(inputs, 0.5, tf.constant([1, 2])))
-
-
-def test_stateless_dropout_keep_one_is_identity():
-    inputs = tf.ones([2, 3])
-    assert dropout_lib.stateless_dropout(inputs, 1.0, tf.constant([1, 2])) is inputs
-
-
-# --- Serialization of every layer. ---
+# --- Serialization. ---
 
 def _lstm_case():
     layer = lstm.BasicLSTM(UNITS, init_scale=0.2, forget_bias=1.0, rnn_mode="auto", seed=4,
-                             name="basic_lstm")
+                           name="basic_lstm")
     layer.build((None, None, INPUT))
     inputs, cell, hidden = _window()
     return layer, lambda target: target(inputs, (cell, hidden))
 
 
-def _tied_head_case():
-    layer = heads.TiedSoftmaxHead(12, 0.1, seed=5, name="tied_head")
-    rng = np.random.RandomState(0)
-    outputs = rng.uniform(-1, 1, (2, 3, UNITS)).astype(np.float32)
-    embedding = rng.uniform(-1, 1, (12, UNITS)).astype(np.float32)
-    return layer, lambda target: target(outputs, embedding)
+def test_lstm_config_round_trip():
+    assert_config_round_trip(*_lstm_case())
 
 
-def _head_case():
-    layer = heads.SoftmaxHead(12, UNITS, 0.1, seed=6, name="softmax_head")
-    outputs = np.random.RandomState(1).uniform(-1, 1, (2, 3, UNITS)).astype(np.float32)
-    return layer, lambda target: target(outputs)
+def test_lstm_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(*_lstm_case(), tmp_path / "layer.keras")
 
 
-def _embedding_case(use_bias):
-    layer = WordEmbedding(12, UNITS, 0.1, use_bias=use_bias, seed=7, name="embedding")
-    ids = np.array([[0, 5, 11], [3, 3, 1]], np.int32)
-    return layer, lambda target: target(ids)
-
-
-LAYER_CASES = {"BasicLSTM": _lstm_case, "TiedSoftmaxHead": _tied_head_case,
-               "SoftmaxHead": _head_case, "WordEmbedding": lambda: _embedding_case(False),
-               "WordEmbedding_bias": lambda: _embedding_case(True)}
-
-
-def _assert_same_layer(original, restored, call):
-    assert type(restored) is type(original)
-    assert restored.get_config() == original.get_config()
-    assert [w.path for w in restored.weights] == [w.path for w in original.weights]
-    for mine, theirs in zip(original.weights, restored.weights, strict=True):
-        np.testing.assert_array_equal(theirs.numpy(), mine.numpy())
-    for mine, theirs in zip(tf.nest.flatten(call(original)), tf.nest.flatten(call(restored))):
-        np.testing.assert_array_equal(theirs.numpy(), mine.numpy())
-
-
-@pytest.mark.parametrize("case", sorted(LAYER_CASES))
-def test_layer_config_round_trip(case):
-    layer, call = LAYER_CASES[case]()
-    config = layer.get_config()
-    restored = type(layer).from_config(config)
-    assert restored.get_config() == config
-    # Same seed, same initial values.
-    call(restored)
-    for mine, theirs in zip(layer.weights, restored.weights, strict=True):
-        np.testing.assert_array_equal(theirs.numpy(), mine.numpy())
-    # And through Keras's registry of serializable objects.
-    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert type(revived) is type(layer) and revived.get_config() == config
-
-
-@pytest.mark.parametrize("case", sorted(LAYER_CASES))
-def test_layer_keras_file_round_trip(case, tmp_path):
-    layer, call = LAYER_CASES[case]()
-    call(layer)
-    randomize(layer, 11)  # trained values, not the seeded initial ones
-    path = tmp_path / "layer.keras"
-    keras.saving.save_model(layer, path)
-    restored = keras.saving.load_model(path, safe_mode=True)
-    _assert_same_layer(layer, restored, call)
-
+# --- Mixed precision. ---
 
 @pytest.mark.parametrize("rnn_mode", ["basic", "cudnn"])
 def test_bfloat16_layer_tracks_float32_on_both_paths(rnn_mode):
