@@ -5,6 +5,7 @@ stderr and an exit code. TensorFlow-free.
 Exit codes of every command: 0 done, 1 an error (one line on stderr), 3 interrupted (a run saved a
 checkpoint first; run the same command again to resume).
 """
+import difflib
 import os
 import sys
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -37,9 +38,23 @@ def parse(define: Define, argv: Sequence[str], with_absl_flags: bool = False) ->
         rest = values(list(argv), known_only=with_absl_flags)
         if with_absl_flags:
             rest = flags.FLAGS(rest)
+    except flags.UnrecognizedFlagError as error:
+        close = difflib.get_close_matches(error.flagname, list(values), n=1)
+        suggestion = f"; did you mean --{close[0]}?" if close else ""
+        sys.exit(f"UsageError: unknown flag --{error.flagname}{suggestion}")
     except flags.Error as error:
-        sys.exit(f"UsageError: {first_line(error)}")
+        sys.exit("UsageError: " + " ".join(line.strip() for line in str(error).splitlines() if line.strip()))
     return rest, values
+
+
+HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull", "-?")
+
+
+def print_help(define: Define, summary: str) -> None:
+    """The command's docstring and its flags (absl's own --help would list only the global ones)."""
+    print((summary or "").strip())
+    print("\nFlags:")
+    print(define(flags.FlagValues()).get_help())
 
 
 def describe(error: BaseException, expected: Iterable[type]) -> Optional[Tuple[str, int]]:
@@ -81,6 +96,12 @@ def run_command(main: Main, define: Define, expected_errors: Callable[[], Iterab
             sys.exit(code)
 
     arguments = list(sys.argv if argv is None else argv)
+    if any(argument in HELP_FLAGS for argument in arguments[1:]):
+        try:
+            print_help(define, getattr(sys.modules.get(main.__module__), "__doc__", ""))
+        except BrokenPipeError:
+            _silence_stdout()
+        return
     app.run(guarded, argv=arguments, flags_parser=lambda args: parse(define, args, with_absl_flags=True))
 
 

@@ -11,13 +11,14 @@ Booleans take `--sampling`, `--nosampling` or `--sampling=false` (the older `--n
 Output: per seed, a log line `seed <n>: <JSON result>` (stderr); on stdout, one JSON line, the
 summary with the config and every run. Both are strict JSON: a run that diverged has
 `"diverged": true` and null errors and accuracy, never a bare NaN; it does not change the exit code.
-A run diverges by the package's one rule (`gradual_rnn.train.progress.diverged`): its loss is not
-finite, or above a hundred times the loss of a uniform guess.
+A run diverges by the package's one rule (`gradual_rnn.train.progress.diverged`): its gradient norm
+or loss is not finite, or its loss as a perplexity, exp(loss), is above a hundred times a uniform
+guess's (loss > uniform-guess loss + log 100).
 
 Bad flags: one line on stderr naming the flag, the value given and what is expected, and exit
 code 1 — checked before TensorFlow is imported. For example:
 
-    UsageError: flag --batch_size=0: expected an integer >= 1 (sequences per minibatch).
+    ConfigError: --batch_size got 0; expected an integer >= 1 (sequences per minibatch).
 """
 import dataclasses
 import os

@@ -94,7 +94,7 @@ def batch_groups(batch_size, units: int) -> int:
     kernels is bound by latency. A row of a product does not depend on the other rows, and the
     gate kernels compute each element alike as long as a group's `[rows, units]` tensors fill whole
     vector registers (Eigen computes a tensor's last, partial register with other, scalar code);
-    then the numbers are the same bit for bit (tests/nn/test_layers.py). Measured on 2 cores
+    then the numbers are the same bit for bit (tests/nn/test_lstm.py). Measured on 2 cores
     (docs/performance.md): `small` (200 units) about 5% faster per window at the median (its
     recurrence 20%); at 32 to 100 units and at 650 (`medium`) the second chain cost more than it
     saved. Products in bfloat16 and float16 split by rows bit for bit too.

@@ -18,20 +18,25 @@ from gradual_rnn import configs
 from gradual_rnn.data import ptb
 from gradual_rnn.nn import language_model as lm
 from gradual_rnn.serve import export
+from gradual_rnn.cli import generate as generate_command
 from gradual_rnn.serve import generate
 from gradual_rnn.train import checkpoint as checkpoints
 from gradual_rnn.train import evaluate as evaluation
 from gradual_rnn.train import loop as trainer
-from gradual_rnn.train import schedules
+from gradual_rnn.train.context import RunOptions
+from gradual_rnn.train.models import build_model
+from gradual_rnn.train.progress import Progress, perplexity
+from gradual_rnn.train.run_folder import RunFolder
 
 pytestmark = pytest.mark.slow  # a trained run for every test, and subprocesses
 
 RELATIVE = 1e-5
 
 
-def start_module(module, *args):
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
+def start_module(command, *args, environment=None):
+    """`python -m gradual_rnn COMMAND ARGS...` in a subprocess."""
+    environment = dict(environment or os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.Popen([sys.executable, "-m", "gradual_rnn", command, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=environment)
 
 
@@ -40,8 +45,12 @@ def finish(process):
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def run_module(module, *args):
-    return finish(start_module(module, *args))
+def run_module(command, *args, environment=None):
+    return finish(start_module(command, *args, environment=environment))
+
+
+def checkpoint_names(save_path):
+    return [os.path.basename(prefix) for prefix in RunFolder(save_path).complete()]
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +69,11 @@ def run(tmp_path_factory):
                             vocab_size=corpus.vocab_size, max_epochs=1, layer_epochs=1, full_lr_epochs=1,
                             gradual=True, seed=7)
     save_path = str(root / "run")
-    trainer.train(config, trainer.RunOptions(data_dir=corpus_dir, save_path=save_path), corpus)
+    trainer.train(config, RunOptions(data_dir=corpus_dir, save_path=save_path), corpus)
     export_dir = str(root / "exported")
-    metadata = export.export_checkpoint(save_path, export_dir, corpus_dir, checkpoint="latest")
+    metadata = export.export_checkpoint(save_path, export_dir, which="latest")
     checkpoint = export.select_checkpoint(save_path, "latest")
-    model = lm.build_model(config, checkpoint.progress["model_depth"])
+    model = build_model(config, checkpoint.progress.model_depth)
     checkpoints.restore_model(checkpoint.prefix, model)
     return dataclasses.make_dataclass("Run", ["root", "corpus_dir", "corpus", "config", "save_path",
                                               "export_dir", "metadata", "model"])(
@@ -76,7 +85,7 @@ def valid_perplexity(keras_model, run):
     evaluate = evaluation.make_eval_step(keras_model, keras_model.num_layers)
     nll, count, _ = evaluate(tf.constant(inputs), tf.constant(targets), tf.ones(inputs.shape),
                              keras_model.initial_state(run.config.batch_size))
-    return schedules.perplexity(float(nll), float(count))
+    return perplexity(float(nll), float(count))
 
 
 def test_export_folder_describes_the_checkpoint(run):
@@ -87,7 +96,7 @@ def test_export_folder_describes_the_checkpoint(run):
     weights = run.metadata["weights"]
     where = (run.metadata["depth"], weights["phase"], weights["epoch"], weights["epoch_complete"])
     assert where == (2, 2, 1, True)
-    assert run.metadata["source"]["checkpoint"] == export.checkpoint_names(run.save_path)[-1]
+    assert run.metadata["source"]["checkpoint"] == checkpoint_names(run.save_path)[-1]
     assert run.metadata["config"] == json.loads(run.config.to_json())
     best = weights["best_validation"]
     assert weights["is_best_validation"] == ((best["phase"], best["epoch"]) == (2, 1))
@@ -149,15 +158,15 @@ def test_saved_model_scores_the_same_without_gradual_rnn(run, tmp_path):
 
 
 def test_cli_exports_a_lower_depth_of_a_named_checkpoint(run, tmp_path):
-    name = export.checkpoint_names(run.save_path)[0]
-    done = run_module("gradual_rnn.export", f"--save_path={run.save_path}", f"--export_dir={tmp_path / 'd1'}",
-                      f"--checkpoint={name}", "--depth=1", f"--data_path={run.corpus_dir}")
+    name = checkpoint_names(run.save_path)[0]
+    done = run_module("export", f"--save_path={run.save_path}", f"--export_dir={tmp_path / 'd1'}",
+                      f"--checkpoint={name}", "--depth=1")
     assert done.returncode == 0, done.stderr[-3000:]
     metadata = json.loads((tmp_path / "d1" / "export.json").read_text())
     assert (metadata["depth"], metadata["checkpoint_depth"], metadata["source"]["checkpoint"]) == (1, 2, name)
     module = tf.saved_model.load(str(tmp_path / "d1" / "saved_model"))
-    model = lm.build_model(run.config, 2)
-    checkpoints.restore_model(export.read_checkpoint(run.save_path, name).prefix, model)
+    model = build_model(run.config, 2)
+    checkpoints.restore_model(export.select_checkpoint(run.save_path, name).prefix, model)
     ids = run.corpus.test[None, :9]
     logits, _ = model(tf.constant(ids), model.initial_state(1), depth=1)
     exported = module.step(tf.constant(ids), module.initial_state(tf.constant(1))["state"])["log_probs"]
@@ -179,27 +188,27 @@ def test_one_step_at_a_time_path_equals_the_model_when_forget_bias_is_not_zero()
 def test_checkpoint_rule_on_scripted_progress(run):
     row = dict(phase=2, epoch=3, train_perplexity=50.0, valid_perplexity=60.0)
     best = dict(phase=2, epoch=3, valid=60.0)
-    described = export.describe_weights(dict(window=0, rows=[row], best=best))
+    described = export.describe_weights(Progress(window=0, rows=(row,), best=best))
     assert described["is_best_validation"] and described["valid_perplexity"] == 60.0
-    later = export.describe_weights(dict(window=0, rows=[row, dict(row, epoch=4)], best=best))
+    later = export.describe_weights(Progress(window=0, rows=(row, dict(row, epoch=4)), best=best))
     assert not later["is_best_validation"] and later["best_validation"]["epoch"] == 3
-    middle = export.describe_weights(dict(phase=2, epoch=4, window=7, rows=[row], best=best))
+    middle = export.describe_weights(Progress(phase=2, epoch=4, window=7, rows=(row,), best=best))
     assert (middle["epoch"], middle["epoch_complete"], middle["valid_perplexity"]) == (5, False, None)
     chosen = export.select_checkpoint(run.save_path, "best")
-    assert chosen.name == "best" and export.describe_weights(chosen.progress)["is_best_validation"]
+    assert chosen.label == "best" and export.describe_weights(chosen.progress)["is_best_validation"]
 
 
 def test_best_falls_back_to_latest_without_a_pinned_copy(run, tmp_path, caplog):
     copy = tmp_path / "copy"
     shutil.copytree(run.save_path, copy)
     shutil.rmtree(copy / "checkpoints" / "best")
-    names = export.checkpoint_names(str(copy))
-    retained = [export.read_checkpoint(str(copy), name) for name in names]
+    names = checkpoint_names(str(copy))
+    retained = [export.select_checkpoint(str(copy), name) for name in names]
     chosen = export.select_checkpoint(str(copy), "best")
     if any(export.describe_weights(c.progress)["is_best_validation"] for c in retained):
         assert export.describe_weights(chosen.progress)["is_best_validation"]
     else:
-        assert chosen.name == names[-1] and "exporting the newest instead" in caplog.text
+        assert chosen.name == names[-1] and "is used instead" in caplog.text
 
 
 def greedy_words(run, prompt, count):
@@ -252,14 +261,14 @@ def test_generate_commands_score_and_generate_from_the_trained_export(run, tmp_p
     command calls them (the real process: tests/serve/test_generate.py)."""
     text = tmp_path / "text.txt"
     text.write_text("w1 w2 zzz\nw3 w4\n")
-    generate._score_command(generate_options(run.export_dir, text_file=str(text)))
+    generate_command.score(generate_options(run.export_dir, text_file=str(text)))
     scored = capsys.readouterr().out
     assert "sentences 2, tokens 7 (words and <eos>), words mapped to <unk>: 1" in scored
     assert "1 words not in the vocabulary were mapped to <unk>" in caplog.text
     exported = generate.load_export(run.export_dir)
     total = generate.score_sentences(exported, [["w1", "w2", "zzz", "<eos>"], ["w3", "w4", "<eos>"]])
     assert f"total perplexity {total.total_perplexity:.3f}" in scored
-    generate._generate_command(generate_options(run.export_dir, prompt="w1 w2", num_words=8, temperature=0.7,
+    generate_command.generate(generate_options(run.export_dir, prompt="w1 w2", num_words=8, temperature=0.7,
                                                 top_k=5, seed=4))
     words, _ = generate.generate_words(exported, "w1 w2", 8, temperature=0.7, top_k=5, seed=4)
     assert capsys.readouterr().out.strip() == generate.render(["w1", "w2"] + words).strip()
@@ -292,7 +301,7 @@ def test_bad_exports_give_clear_messages(run, broken_copy, tmp_path):
     (broken_copy / "export.json").write_text("{not json")
     with pytest.raises(generate.ExportUseError, match="export.json is corrupted"):
         generate.load_export(str(broken_copy))
-    done = run_module("gradual_rnn.generate", "score", f"--export_dir={broken_copy}", f"--text_file={vocab}")
+    done = run_module("generate", "score", f"--export_dir={broken_copy}", f"--text_file={vocab}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "ExportUseError:" in done.stderr and "export.json is corrupted" in done.stderr
 
@@ -312,26 +321,58 @@ def test_bad_prompts_and_words_give_clear_messages(run):
 
 def test_bad_export_requests_give_clear_messages(run, tmp_path):
     with pytest.raises(export.ExportError, match="is not a folder of a training run"):
-        export.export_checkpoint(str(tmp_path / "none"), str(tmp_path / "out"), run.corpus_dir)
+        export.export_checkpoint(str(tmp_path / "none"), str(tmp_path / "out"))
     with pytest.raises(export.ExportError, match=r"--depth=3 is outside 1..2"):
-        export.export_checkpoint(run.save_path, str(tmp_path / "out"), run.corpus_dir, "latest", depth=3)
+        export.export_checkpoint(run.save_path, str(tmp_path / "out"), which="latest", depth=3)
     with pytest.raises(export.ExportError, match="Checkpoint ckpt-999999 not found"):
-        export.export_checkpoint(run.save_path, str(tmp_path / "out"), run.corpus_dir, "ckpt-999999")
+        export.export_checkpoint(run.save_path, str(tmp_path / "out"), which="ckpt-999999")
+    # A run from before runs kept their vocabulary: rebuilt from the corpus named, which must fit.
+    old = shutil.copytree(run.save_path, tmp_path / "old")
+    os.remove(old / "vocab.txt")
+    with pytest.raises(export.ExportError, match="keeps no vocabulary .* pass --data_path"):
+        export.export_checkpoint(str(old), str(tmp_path / "out"))
     other = write_corpus(tmp_path / "other", ["a b c"] * 5, ["a"], ["b"])
     message = f"gives 4 words but the model has vocab_size={run.config.vocab_size}"
     with pytest.raises(export.ExportError, match=message):
-        export.export_checkpoint(run.save_path, str(tmp_path / "out"), other)
+        export.export_checkpoint(str(old), str(tmp_path / "out"), other)
+    (old / "vocab.txt").write_text("changed\n" * run.config.vocab_size)
+    with pytest.raises(export.ExportError, match="differs from the vocabulary the run trained on"):
+        export.export_checkpoint(str(old), str(tmp_path / "out"))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(export.ExportError, match="non-empty folder that holds no export"):
-        export.export_checkpoint(run.save_path, str(tmp_path / "busy"), run.corpus_dir)
+        export.export_checkpoint(run.save_path, str(tmp_path / "busy"))
     assert not os.path.exists(tmp_path / "out")
 
 
 def test_corrupted_checkpoints_are_named_or_skipped(run, tmp_path):
     copy = shutil.copytree(run.save_path, tmp_path / "run")
-    names = export.checkpoint_names(str(copy))
+    names = checkpoint_names(str(copy))
     (copy / "checkpoints" / f"{names[-1]}.data-00000-of-00001").write_bytes(b"truncated")
     with pytest.raises(export.ExportError, match=f"Checkpoint .*{names[-1]} cannot be read"):
         export.select_checkpoint(str(copy), names[-1])
     assert export.select_checkpoint(str(copy), "latest").name == names[-2]
+
+
+def test_export_score_and_report_need_no_corpus(run, tmp_path):
+    """The run folder holds its vocabulary: in a process with no PTB anywhere (no PTB_DATA_DIR, an
+    empty cache, downloads impossible), a run is exported, the export scores text, and the report
+    reads the run."""
+    environment = {key: value for key, value in os.environ.items() if key != "PTB_DATA_DIR"}
+    environment["GRADUAL_RNN_CACHE"] = str(tmp_path / "empty_cache")
+    exported = run_module("export", f"--save_path={run.save_path}", f"--export_dir={tmp_path / 'e'}",
+                          environment=environment)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    text = tmp_path / "text.txt"
+    text.write_text("w1 w2 w3\nw4 w5\n")
+    scored = run_module("generate", "score", f"--export_dir={tmp_path / 'e'}", f"--text_file={text}", "--json",
+                        environment=environment)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    expected = generate.score_sentences(generate.load_export(str(tmp_path / "e")),
+                                        generate.split_sentences(text.read_text())).total_perplexity
+    assert json.loads(scored.stdout)["total_perplexity"] == pytest.approx(expected, rel=1e-9)
+    reported = run_module("report", run.save_path, "--out", str(tmp_path / "report"), environment=environment)
+    assert reported.returncode == 0, reported.stderr[-3000:]
+    table = (tmp_path / "report" / "report.md").read_text()
+    assert f"| run | tiny | measured | all | 2 | 2 |" in table
+    assert not os.path.exists(tmp_path / "empty_cache")

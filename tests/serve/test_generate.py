@@ -1,5 +1,5 @@
-"""`python -m gradual_rnn.generate`: out-of-vocabulary words in `score`, streamed and capped
-generation, one-line refusals of bad flags. The export is a tiny untrained model (no training run)."""
+"""Scoring and generation from an export (`gradual_rnn.serve.generate`): out-of-vocabulary words in
+`score`, streamed generation. The export is a tiny untrained model (no training run)."""
 import dataclasses
 import io
 import json
@@ -13,9 +13,10 @@ import pytest
 import tensorflow as tf
 
 from gradual_rnn import configs
-from gradual_rnn.nn import language_model as lm
+from gradual_rnn.cli import generate as generate_command
 from gradual_rnn.serve import export
 from gradual_rnn.serve import generate
+from gradual_rnn.train.models import build_model
 
 WORDS = ["<unk>", "<eos>"] + [f"w{i}" for i in range(10)]
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,7 +27,7 @@ def export_dir(tmp_path_factory):
     """An export of a seeded, untrained 2-layer model over WORDS (init_scale 1: peaked predictions)."""
     config = configs.Config(name="tiny", num_layers=2, hidden_size=8, num_steps=5, vocab_size=len(WORDS),
                             init_scale=1.0, seed=11)
-    model = lm.build_model(config)
+    model = build_model(config)
     model(tf.zeros([1, 1], tf.int32), model.initial_state(1))
     directory = str(tmp_path_factory.mktemp("generate") / "exported")
     export.write_export(model, WORDS, dict(vocab_size=len(WORDS), eos="<eos>", unk="<unk>"), directory)
@@ -95,18 +96,18 @@ def test_score_output_and_log_name_the_count_and_what_was_done(export_dir, expor
     monkeypatch.setattr(generate, "load_export", lambda directory: exported)
     text = tmp_path / "text.txt"
     text.write_text("w1 w2 zzz\nw3 qqq w4\n")
-    generate._score_command(options(export_dir, text_file=str(text), unknown="drop"))
+    generate_command.score(options(export_dir, text_file=str(text), unknown="drop"))
     table = capsys.readouterr().out
     assert table.splitlines()[0] == "sentence\ttokens\tdropped\tperplexity"
     assert ("sentences 2, tokens 6 (words and <eos>), words dropped (not in the vocabulary): 2, "
             "state carried across sentences") in table
     assert ("2 words not in the vocabulary were dropped (--unknown=drop, as training does with its "
             "valid and test splits).") in caplog.text
-    generate._score_command(options(export_dir, text_file=str(text), unknown="unk"))
+    generate_command.score(options(export_dir, text_file=str(text), unknown="unk"))
     assert "words mapped to <unk>: 2, state carried" in capsys.readouterr().out
     assert "2 words not in the vocabulary were mapped to <unk> (--unknown=unk; --unknown=drop" in caplog.text
     for mode, action, tokens in (("drop", "dropped", 6), ("unk", "mapped to <unk>", 8)):
-        generate._score_command(options(export_dir, text_file=str(text), unknown=mode, json=True))
+        generate_command.score(options(export_dir, text_file=str(text), unknown=mode, json=True))
         summary = json.loads(capsys.readouterr().out)
         assert summary["out_of_vocabulary"] == dict(count=2, handling=mode, action=action)
         assert summary["tokens"] == tokens and summary["sentences"] == 2
@@ -117,7 +118,7 @@ def test_json_has_no_nan(export_dir, exported, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(generate, "load_export", lambda directory: exported)
     text = tmp_path / "text.txt"
     text.write_text("w1 w2\nzzz")
-    generate._score_command(options(export_dir, text_file=str(text), unknown="drop", json=True))
+    generate_command.score(options(export_dir, text_file=str(text), unknown="drop", json=True))
     output = capsys.readouterr().out
     assert "NaN" not in output and json.loads(output)["first_sentences"][1]["perplexity"] is None
 
@@ -151,113 +152,9 @@ def test_generate_writes_each_word_before_drawing_the_next(export_dir, exported,
     monkeypatch.setattr(sys, "stdout", recorder)
     monkeypatch.setattr(generate, "load_export", lambda directory: exported)
     monkeypatch.setattr(generate, "choose_next", recording_choose)
-    generate._generate_command(options(export_dir, num_words=12, temperature=0.8, seed=3))
+    generate_command.generate(options(export_dir, num_words=12, temperature=0.8, seed=3))
     assert len(flushed_at_draw) == 12
     assert all(later > earlier for earlier, later in zip(flushed_at_draw, flushed_at_draw[1:]))
     monkeypatch.setattr(generate, "choose_next", choose)
     words, _ = generate.generate_words(exported, "w1 w2", 12, temperature=0.8, seed=3)
     assert recorder.getvalue() == generate.render(["w1", "w2"] + words) + "\n"
-
-
-def test_num_words_above_the_cap_is_refused_unless_uncapped(export_dir):
-    cap = generate.MAX_NUM_WORDS
-    assert cap == 100_000
-    with pytest.raises(generate.FlagError) as refused:
-        generate.check_flags("generate", options(export_dir, num_words=100_000_000))
-    assert str(refused.value) == ("--num_words=100000000 is above the cap of 100000 words; ask for fewer, "
-                                  "or add --uncapped to draw that many.")
-    generate.check_flags("generate", options(export_dir, num_words=cap))
-    generate.check_flags("generate", options(export_dir, num_words=100_000_000, uncapped=True))
-
-
-# ----- bad flags -----
-BAD_FLAGS = [
-    ([], "UsageError: give one command, score or generate; got none."),
-    (["bogus"], "UsageError: give one command, score or generate; got ['bogus']."),
-    (["score", "generate", "--export_dir=x"], "UsageError: give one command, score or generate; got "
-                                              "['score', 'generate']."),
-    (["score"], "FlagError: --export_dir is required: the folder written by python -m gradual_rnn.export."),
-    (["score", "--export_dir=x"], "FlagError: score needs --text_file: the text to score, one sentence per line."),
-    (["score", "--export_dir=x", "--text_file=t", "--show_sentences=-2"],
-     "FlagError: --show_sentences must be -1 (all) or more, got -2."),
-    (["score", "--export_dir=x", "--text_file=t", "--unknown=keep"],
-     "FlagError: flag --unknown=keep: value should be one of <unk|drop>"),
-    (["generate", "--export_dir=x"],
-     'FlagError: generate needs --prompt with at least one word, e.g. --prompt="the company said".'),
-    (["generate", "--export_dir=x", "--prompt=a", "--num_words=100000000"],
-     "FlagError: --num_words=100000000 is above the cap of 100000 words; ask for fewer, or add --uncapped "
-     "to draw that many."),
-    (["generate", "--export_dir=x", "--prompt=a", "--num_words=0"],
-     "FlagError: --num_words must be at least 1, got 0."),
-    (["generate", "--export_dir=x", "--prompt=a", "--num_words=many"],
-     "FlagError: flag --num_words=many: invalid literal for int() with base 10: 'many'"),
-    (["generate", "--export_dir=x", "--prompt=a", "--temperature=nan"],
-     "FlagError: --temperature must be a finite number >= 0 (0 = greedy), got nan."),
-    (["generate", "--export_dir=x", "--prompt=a", "--temperature=-1"],
-     "FlagError: --temperature must be a finite number >= 0 (0 = greedy), got -1.0."),
-    (["generate", "--export_dir=x", "--prompt=a", "--top_k=-1"],
-     "FlagError: --top_k must be >= 0 (0 = the whole vocabulary), got -1."),
-    (["generate", "--export_dir=x", "--prompt=a", "--seed=-1"], "FlagError: --seed must be >= 0, got -1."),
-    (["generate", "--export_dir=x", "--prompt=a", "--nmu_words=3"],
-     "FlagError: Unknown command line flag 'nmu_words'. Did you mean: num_words ?"),
-    (["score", "--export_dir=nowhere", f"--text_file={__file__}"],
-     "ExportUseError: No export at nowhere: the folder does not exist (make one with python -m "
-     "gradual_rnn.export)."),
-    (["score", "--export_dir=nowhere", "--text_file=missing.txt"], "ExportUseError: Text file not found: missing.txt"),
-]
-
-
-def start_tool(*args):
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.Popen([sys.executable, "-m", "gradual_rnn.generate", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=environment, cwd=REPOSITORY)
-
-
-def test_every_bad_flag_gives_one_line_before_tensorflow_is_imported():
-    processes = [(start_tool(*args), message) for args, message in BAD_FLAGS]
-    for process, message in processes:
-        stdout, stderr = process.communicate(timeout=120)
-        assert process.returncode == 1 and stdout == ""
-        assert stderr.strip() == message
-    check = "import sys, gradual_rnn.generate; sys.exit('tensorflow' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", check], cwd=REPOSITORY, timeout=120).returncode == 0
-
-
-def test_help_lists_the_flags():
-    stdout, _ = start_tool("--help").communicate(timeout=120)
-    assert "--unknown: <unk|drop>: score: what to do with words outside the vocabulary" in " ".join(stdout.split())
-    assert "--[no]uncapped: generate: allow --num_words above 100000." in stdout
-
-
-def test_main_turns_an_interrupt_into_one_line_and_code_3(monkeypatch, capsys):
-    def interrupted(_):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(generate, "check_flags", lambda command, values: None)
-    monkeypatch.setitem(generate.COMMANDS, "generate", interrupted)
-    with pytest.raises(SystemExit) as stopped:
-        generate.main(["generate.py", "generate"])
-    assert stopped.value.code == generate.INTERRUPTED_EXIT_CODE == 3
-    assert capsys.readouterr().err == "Interrupted.\n"
-
-
-@pytest.mark.slow
-def test_cli_drops_unknown_words_and_streams_into_a_closed_pipe(export_dir, exported, tmp_path):
-    text = tmp_path / "text.txt"
-    text.write_text("w1 w2 zzz\nw3 w4\n")
-    scoring = start_tool("score", f"--export_dir={export_dir}", f"--text_file={text}", "--unknown=drop", "--json")
-    generating = start_tool("generate", f"--export_dir={export_dir}", "--prompt=w1", "--num_words=100000",
-                            "--seed=2")
-    first_line = generating.stdout.readline()
-    generating.stdout.close()
-    generating.wait(timeout=300)
-    stdout, stderr = scoring.communicate(timeout=300)
-    assert scoring.returncode == 0, stderr[-3000:]
-    summary = json.loads(stdout)
-    assert summary["out_of_vocabulary"] == dict(count=1, handling="drop", action="dropped")
-    expected = score_text(exported, "w1 w2\nw3 w4\n").total_perplexity
-    assert summary["total_perplexity"] == pytest.approx(expected, rel=1e-6)
-    assert "1 words not in the vocabulary were dropped (--unknown=drop" in stderr
-    assert first_line.split()[0] == "w1"
-    errors = generating.stderr.read()
-    assert generating.returncode == 1 and "Traceback" not in errors and "BrokenPipe" not in errors

@@ -44,11 +44,11 @@ def runs(tmp_path):
 def test_table_holds_every_phase_and_head_beside_the_published_numbers(runs, tmp_path):
     written = report.write_report(runs, str(tmp_path / "out"))
     text = open(written["table"], encoding="utf-8").read()
-    assert "| gradual | gl | measured | 1 | 1 | 2 | 200.00 | 250.00 | 250.00 (2) | — | results.json |" in text
-    assert "| gradual | gl | measured | 2 | 2 | 2 | 196.00 | 245.00 | 240.00 (1) | — | results.json |" in text
+    assert "| gradual | gl | measured | 1 | 1 | 2 | 200.00 | 250.00 | 250.00 (2) | — | results |" in text
+    assert "| gradual | gl | measured | 2 | 2 | 2 | 196.00 | 245.00 | 240.00 (1) | — | results |" in text
     assert ("| gradual | gl | measured | all | 2 | 4 | — | — | 240.00 (phase 2, epoch 1) | 230.50 (exact 231.25) | "
-            "results.json (test rule at_best_valid) |") in text
-    assert "| traditional | gl | measured | 1 | 2 | 4 | 200.00 | 250.00 | 250.00 (4) | — | results.json |" in text
+            "results (test rule at_best_valid) |") in text
+    assert "| traditional | gl | measured | 1 | 2 | 4 | 200.00 | 250.00 | 250.00 (4) | — | results |" in text
     published = "| — | gl | published | all | 2 | — | — | — | — | 67.8 | GL paper (Aharoni et al. 2017), Table 1"
     assert text.count(published) == 2
     assert "| 66.7 | GL code (2017), docstring of the config |" in text
@@ -93,6 +93,7 @@ def test_an_unfinished_run_is_read_from_its_newest_checkpoint(tmp_path):
     for number, count in ((3, 1), (12, 2)):
         with open(os.path.join(folder, "checkpoints", f"ckpt-{number}.progress.json"), "w") as handle:
             json.dump(dict(progress=dict(rows=rows[:count]), config={}), handle)
+        open(os.path.join(folder, "checkpoints", f"ckpt-{number}.index"), "w").close()
     run = report.read_run(folder)
     assert run.rows == rows and run.final == {}
     whole_run = "| running | small | measured | all | — | 2 | — | — | — | — | unfinished (newest checkpoint)"
@@ -100,7 +101,7 @@ def test_an_unfinished_run_is_read_from_its_newest_checkpoint(tmp_path):
 
 
 def test_bad_run_folders_are_named(tmp_path):
-    with pytest.raises(report.ReportError, match="Run folder not found: .*missing"):
+    with pytest.raises(report.ReportError, match="--save_path .*missing is not a folder of a training run"):
         report.read_run(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(report.ReportError, match="empty has no config.json"):
@@ -109,11 +110,48 @@ def test_bad_run_folders_are_named(tmp_path):
 
 def test_command_line(runs, tmp_path):
     out = str(tmp_path / "cli")
-    result = subprocess.run([sys.executable, "-m", "gradual_rnn.report", *runs, "--out", out],
+    result = subprocess.run([sys.executable, "-m", "gradual_rnn", "report", *runs, "--out", out],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["table"] == os.path.join(out, report.TABLE_FILE)
-    failed = subprocess.run([sys.executable, "-m", "gradual_rnn.report", str(tmp_path / "missing")],
+    failed = subprocess.run([sys.executable, "-m", "gradual_rnn", "report", str(tmp_path / "missing")],
                             capture_output=True, text=True, timeout=120)
     assert failed.returncode != 0 and "Traceback" not in failed.stderr
-    assert failed.stderr.strip().splitlines()[-1].startswith("ReportError: Run folder not found")
+    assert failed.stderr.strip().splitlines()[-1].startswith("ReportError: --save_path ")
+
+
+def _seed_run(folder, config, seed, valid, test, smoke=False):
+    rows = [dict(phase=1, depth=config.num_layers, epoch=epoch + 1, learning_rate=rate,
+                 train_perplexity=value, valid_perplexity=value, words_per_second=1.0)
+            for epoch, (value, rate) in enumerate(zip(valid, [1.0, 1.0, 0.85][:len(valid)]))]
+    best = min(range(len(valid)), key=valid.__getitem__)
+    final = dict(best_valid_perplexity=valid[best], best_phase=1, best_epoch=best + 1, test_perplexity=test,
+                 exact_test_perplexity=test, rows=rows, wall_seconds_this_session=600.0)
+    if smoke:
+        final["smoke_test"] = dict(train=20000, valid=4000, test=2000)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as handle:
+        handle.write(configs.override(config, {"seed": str(seed)}).to_json())
+    with open(os.path.join(folder, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(final, handle)
+    return str(folder)
+
+
+def test_seeds_of_one_config_form_an_arm_with_mean_and_spread(tmp_path):
+    pytest.importorskip("matplotlib")
+    base = configs.override(configs.get_config("gl"), {"hidden_size": "8", "gradual": "false", "max_epochs": "3"})
+    folders = [_seed_run(tmp_path / f"seed{seed}", base, seed, valid, test)
+               for seed, valid, test in ((1, [300.0, 200.0, 210.0], 190.0), (2, [310.0, 220.0, 230.0], 210.0))]
+    written = report.write_report(folders, str(tmp_path / "out"))
+    text = open(written["table"], encoding="utf-8").read()
+    # best valid 200 and 220: mean 210, sample sd 14.14; test 190 and 210: mean 200 ± 14.14.
+    assert "| gl, traditional | 2 of 2 | 1, 2 | 210.00 ± 14.14 | 200.00 ± 14.14 | 200.00 ± 14.14 |" in text
+    assert "| gl, traditional | seed1 | 1 | 200.00 (1, 2) | 190.00 (190.00) | 1 | yes | 10 min |" in text
+    assert open(written["figure"], "rb").read().startswith(PNG_SIGNATURE)
+    assert [len(arm.runs) for arm in report.arms([report.read_run(folder) for folder in folders])] == [2]
+
+
+def test_a_smoke_test_is_marked(tmp_path):
+    folder = _seed_run(tmp_path / "smoke", configs.get_config("small"), 1, [500.0], 480.0, smoke=True)
+    text = report.markdown_table([report.read_run(folder)])
+    assert "| smoke | small | measured, smoke test | all |" in text

@@ -1,4 +1,5 @@
-"""End-to-end runs of the real CLI, `ptb_word_lm.py`, in temporary folders on tiny corpora."""
+"""End-to-end runs of the real training command, `ptb_word_lm.py` (`gradual_rnn/cli/train.py`), in
+temporary folders on tiny corpora."""
 import json
 import os
 import signal
@@ -13,10 +14,10 @@ from conftest import environment_without_tensorflow
 from gradual_rnn import configs
 from gradual_rnn.data import ptb
 from gradual_rnn.train import loop
-from gradual_rnn.train.session import RunOptions
+from gradual_rnn.train.context import RunOptions
 
 
-SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ptb_word_lm.py")
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "ptb_word_lm.py")
 
 
 def run_cli(*args, timeout=300):

@@ -1,0 +1,116 @@
+"""`python -m gradual_rnn generate score|generate`: one-line refusals of bad flags before TensorFlow
+loads, the cap on generated words, an interrupt, and a run into a closed pipe."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gradual_rnn.cli import common
+from gradual_rnn.cli import generate as generate_command
+from gradual_rnn.serve import generate
+from serve.test_generate import REPOSITORY, export_dir, exported, options, score_text  # noqa: F401 (fixtures)
+
+
+def test_num_words_above_the_cap_is_refused_unless_uncapped(export_dir):
+    cap = generate.MAX_NUM_WORDS
+    assert cap == 100_000
+    with pytest.raises(common.UsageError) as refused:
+        generate_command.check_command_line(["generate", "generate"], options(export_dir, num_words=100_000_000))
+    assert str(refused.value) == ("--num_words=100000000 is above the cap of 100000 words; ask for fewer, "
+                                  "or add --uncapped to draw that many.")
+    generate_command.check_command_line(["generate", "generate"], options(export_dir, num_words=cap))
+    generate_command.check_command_line(["generate", "generate"], options(export_dir, num_words=100_000_000, uncapped=True))
+
+
+# ----- bad flags -----
+BAD_FLAGS = [
+    ([], "UsageError: give one command, score or generate; got none."),
+    (["bogus"], "UsageError: give one command, score or generate; got ['bogus']."),
+    (["score", "generate", "--export_dir=x"], "UsageError: give one command, score or generate; got "
+                                              "['score', 'generate']."),
+    (["score"], "UsageError: --export_dir is required: the folder written by python -m gradual_rnn export."),
+    (["score", "--export_dir=x"], "UsageError: score needs --text_file: the text to score, one sentence per line."),
+    (["score", "--export_dir=x", "--text_file=t", "--show_sentences=-2"],
+     "UsageError: --show_sentences must be -1 (all) or more, got -2."),
+    (["score", "--export_dir=x", "--text_file=t", "--unknown=keep"],
+     "UsageError: flag --unknown=keep: value should be one of <unk|drop>"),
+    (["generate", "--export_dir=x"],
+     'UsageError: generate needs --prompt with at least one word, e.g. --prompt="the company said".'),
+    (["generate", "--export_dir=x", "--prompt=a", "--num_words=100000000"],
+     "UsageError: --num_words=100000000 is above the cap of 100000 words; ask for fewer, or add --uncapped "
+     "to draw that many."),
+    (["generate", "--export_dir=x", "--prompt=a", "--num_words=0"],
+     "UsageError: --num_words must be at least 1, got 0."),
+    (["generate", "--export_dir=x", "--prompt=a", "--num_words=many"],
+     "UsageError: flag --num_words=many: invalid literal for int() with base 10: 'many'"),
+    (["generate", "--export_dir=x", "--prompt=a", "--temperature=nan"],
+     "UsageError: --temperature must be a finite number >= 0 (0 = greedy), got nan."),
+    (["generate", "--export_dir=x", "--prompt=a", "--temperature=-1"],
+     "UsageError: --temperature must be a finite number >= 0 (0 = greedy), got -1.0."),
+    (["generate", "--export_dir=x", "--prompt=a", "--top_k=-1"],
+     "UsageError: --top_k must be >= 0 (0 = the whole vocabulary), got -1."),
+    (["generate", "--export_dir=x", "--prompt=a", "--seed=-1"], "UsageError: --seed must be >= 0, got -1."),
+    (["generate", "--export_dir=x", "--prompt=a", "--nmu_words=3"],
+     "UsageError: unknown flag --nmu_words; did you mean --num_words?"),
+    (["score", "--export_dir=nowhere", f"--text_file={__file__}"],
+     "ExportUseError: No export at nowhere: the folder does not exist (make one with python -m "
+     "gradual_rnn export)."),
+    (["score", "--export_dir=nowhere", "--text_file=missing.txt"], "ExportUseError: Text file not found: missing.txt"),
+]
+
+
+def start_tool(*args):
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.Popen([sys.executable, "-m", "gradual_rnn", "generate", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=environment, cwd=REPOSITORY)
+
+
+def test_every_bad_flag_gives_one_line_before_tensorflow_is_imported():
+    processes = [(start_tool(*args), message) for args, message in BAD_FLAGS]
+    for process, message in processes:
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 1 and stdout == ""
+        assert stderr.strip() == message
+    check = "import sys, gradual_rnn.cli.generate; sys.exit('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", check], cwd=REPOSITORY, timeout=120).returncode == 0
+
+
+def test_help_lists_the_flags():
+    stdout, _ = start_tool("--help").communicate(timeout=120)
+    assert "--unknown: <unk|drop>: score: what to do with words outside the vocabulary" in " ".join(stdout.split())
+    assert "--[no]uncapped: generate: allow --num_words above 100000." in stdout
+
+
+def test_an_interrupt_is_one_line_and_code_3(monkeypatch, capsys):
+    def interrupted(_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate_command, "generate", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        generate_command.run_main(["generate", "generate", "--export_dir=x", "--prompt=a"])
+    assert stopped.value.code == common.EXIT_INTERRUPTED == 3
+    assert capsys.readouterr().err == "Interrupted.\n"
+
+
+@pytest.mark.slow
+def test_cli_drops_unknown_words_and_streams_into_a_closed_pipe(export_dir, exported, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("w1 w2 zzz\nw3 w4\n")
+    scoring = start_tool("score", f"--export_dir={export_dir}", f"--text_file={text}", "--unknown=drop", "--json")
+    generating = start_tool("generate", f"--export_dir={export_dir}", "--prompt=w1", "--num_words=100000",
+                            "--seed=2")
+    first_line = generating.stdout.readline()
+    generating.stdout.close()
+    generating.wait(timeout=300)
+    stdout, stderr = scoring.communicate(timeout=300)
+    assert scoring.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout)
+    assert summary["out_of_vocabulary"] == dict(count=1, handling="drop", action="dropped")
+    expected = score_text(exported, "w1 w2\nw3 w4\n").total_perplexity
+    assert summary["total_perplexity"] == pytest.approx(expected, rel=1e-6)
+    assert "1 words not in the vocabulary were dropped (--unknown=drop" in stderr
+    assert first_line.split()[0] == "w1"
+    errors = generating.stderr.read()
+    assert generating.returncode == 1 and "Traceback" not in errors and "BrokenPipe" not in errors
