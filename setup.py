@@ -3,7 +3,7 @@ import setuptools
 
 setuptools.setup(
     name="gradual_rnn",
-    version="0.2.0",
+    version="0.3.0",
     description=(
         "A faithful TensorFlow 2 / Keras 3 port of the Zaremba et al. PTB language model and of "
         "Gradual Learning of Deep Recurrent Neural Networks (Aharoni, Rattner, Permuter 2017)."
@@ -26,6 +26,7 @@ setuptools.setup(
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3.2", "hypothesis>=6", "dill", "matplotlib>=3.7"], "bench": ["torch"],
                     "plot": ["matplotlib>=3.7"]},
-    entry_points={"console_scripts": ["ptb_word_lm=ptb_word_lm:run_main"]},
+    entry_points={"console_scripts": ["gradual-rnn=gradual_rnn.__main__:main",
+                                      "ptb_word_lm=ptb_word_lm:run_main"]},
     license="Apache-2.0",
 )

@@ -62,7 +62,7 @@ flags.DEFINE_boolean("memory_stages", False, "Internal: run the memory stages in
 # Shared setup
 
 def cpu_line():
-    from gradual_rnn.nn import precision
+    from gradual_rnn import hardware as precision
 
     info = precision.read_cpuinfo()
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "not set (oneDNN uses the best the CPU has)")
@@ -80,20 +80,20 @@ def load_ids(vocab_size: int):
 
 def build(config):
     """(model, optimizer, trainer-style step, dropout plan) of `config`, at full depth."""
-    from gradual_rnn.nn import dropout as dropout_lib
-    from gradual_rnn.nn import language_model as lm
+    from gradual_rnn.phases import DropoutPlan
     from gradual_rnn.train import steps
+    from gradual_rnn.train.models import build_model
 
-    model = lm.build_model(config)
+    model = build_model(config)
     optimizer = steps.make_optimizer(config)
-    plan = dropout_lib.DropoutPlan.for_depth(config, config.num_layers)
+    plan = DropoutPlan.for_depth(config, config.num_layers)
     step = steps.make_train_step(model, optimizer, config, plan, config.num_layers)
     return model, optimizer, step, plan
 
 
 class Windows:
     """The trainer's loop body at one window per call (`train/epoch.py`): slice the next window of
-    the run's NumPy arrays, draw masks when due, call `step(inputs, targets, (state, masks), key)`,
+    the run's NumPy arrays, draw masks when due, call `step.one(inputs, targets, state, key, masks)`,
     read cost and norm back as floats."""
 
     def __init__(self, config, ids, step, plan, model):
@@ -111,17 +111,18 @@ class Windows:
     def run(self, count: int) -> float:
         """Runs `count` windows; seconds per window."""
         import tensorflow as tf
-        from gradual_rnn.nn import dropout as dropout_lib
+        from gradual_rnn.train import steps
 
         started = time.perf_counter()
         for _ in range(count):
             inputs, targets = self.window(self.index)
             state, masks = self.carried
             if masks is None and self.plan.style == "variational":
-                masks = dropout_lib.sample_masks(self.config, self.plan, (1, 0, self.index),
-                                                 self.config.batch_size)
+                masks = steps.sample_masks(self.config, self.plan, (1, 0, self.index),
+                                           self.config.batch_size)
             key = tf.constant([1, 0, self.index], tf.int64)
-            cost, self.carried, norm = self.step(inputs, targets, (state, masks), key)
+            cost, state, norm = self.step.one(inputs, targets, state, key, masks)
+            self.carried = (state, masks)
             float(cost), float(norm)
             self.index += 1
         return (time.perf_counter() - started) / count
@@ -269,7 +270,7 @@ def empty_step():
     def compiled(inputs, targets, state, key, masks):
         return tf.constant(0.0), state, tf.constant(0.0)
 
-    return steps.carrying(tf.function(compiled))
+    return steps.TrainStep(tf.function(compiled))
 
 
 # ---------------------------------------------------------------------------------------------

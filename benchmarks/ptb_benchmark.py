@@ -43,12 +43,13 @@ from absl import app, flags
 from gradual_rnn import configs
 from gradual_rnn.data import ptb
 from gradual_rnn.data import sources
-from gradual_rnn.nn import dropout as dropout_lib
+from gradual_rnn import hardware as precision_lib
 from gradual_rnn.nn import language_model as lm
-from gradual_rnn.nn import precision as precision_lib
+from gradual_rnn.phases import DropoutPlan
 from gradual_rnn.train import epoch as epoch_lib
 from gradual_rnn.train import evaluate as evaluation
 from gradual_rnn.train import steps
+from gradual_rnn.train.models import build_model
 
 # Named variants that are not registered configs: the 8-unit GL model (overhead-bound, like `test`).
 VARIANTS = {"gl8": ("gl", {"hidden_size": "8"})}
@@ -119,7 +120,7 @@ def with_masks(config: configs.Config, plan, carried, window: int):
     first window, and at every window with mask_refresh='batch'."""
     state, masks = carried
     if masks is None or (config.mask_refresh == "batch" and window > 0):
-        masks = dropout_lib.sample_masks(config, plan, (1, 0, window), config.batch_size)
+        masks = steps.sample_masks(config, plan, (1, 0, window), config.batch_size)
     return state, masks
 
 
@@ -130,7 +131,7 @@ def windows_per_call(config: configs.Config, step) -> int:
     if FLAGS.windows_per_call < 0:
         raise app.UsageError(f"--windows_per_call must be 0 (automatic) or more, got "
                              f"{FLAGS.windows_per_call}.")
-    return 1 if not hasattr(step, "many") or per_window_masks else FLAGS.windows_per_call
+    return 1 if step.many is None or per_window_masks else FLAGS.windows_per_call
 
 
 def windows_needed(per_call: int) -> int:
@@ -147,9 +148,10 @@ def call_windows(step, config, plan, inputs, targets, carried, window: int, coun
     carried = with_masks(config, plan, carried, window)
     if count == 1:
         key = tf.constant([1, 0, window], tf.int64)
-        cost, carried, gradient_norm = step(inputs[window], targets[window], carried, key)
+        state, masks = carried
+        cost, state, gradient_norm = step.one(inputs[window], targets[window], state, key, masks)
         float(gradient_norm)
-        return [float(cost)], carried
+        return [float(cost)], (state, masks)
     keys = tf.constant([[1, 0, index] for index in range(window, window + count)], tf.int64)
     state, masks = carried
     costs, state, norms = step.many(inputs[window:window + count], targets[window:window + count], state,
@@ -189,9 +191,9 @@ def automatic_warmup(step, config, plan, inputs, targets, carried):
 
 
 def time_training(config: configs.Config):
-    model = lm.build_model(config)
+    model = build_model(config)
     optimizer = steps.make_optimizer(config)
-    plan = dropout_lib.DropoutPlan.for_depth(config, config.num_layers)
+    plan = DropoutPlan.for_depth(config, config.num_layers)
     step = steps.make_train_step(model, optimizer, config, plan, config.num_layers, FLAGS.jit)
     per_call = windows_per_call(config, step)
     inputs, targets = training_windows(config, windows_needed(per_call))
@@ -267,7 +269,7 @@ def main(argv):
     if FLAGS.eval_only:
         if not FLAGS.eval_windows:
             raise app.UsageError("--eval_only needs --eval_windows (e.g. 82429, the PTB test split).")
-        model, result, per_call, timed_windows, warmup = lm.build_model(config), {}, 1, 0, 0
+        model, result, per_call, timed_windows, warmup = build_model(config), {}, 1, 0, 0
     else:
         model, result, per_call, timed_windows, warmup = time_training(config)
     if FLAGS.eval_windows:
@@ -281,8 +283,8 @@ def main(argv):
                   words_per_step=config.batch_size * config.num_steps, windows_per_call=per_call,
                   windows_per_call_rule="trainer" if not FLAGS.windows_per_call else "flag",
                   precision_native=native,
-                  cudnn_eligible_layers=sum(lm.cudnn_eligible(model, dropout_lib.sample_masks(
-                      config, dropout_lib.DropoutPlan.for_depth(config, config.num_layers), (1, 0, 0), 1))),
+                  cudnn_eligible_layers=sum(lm.cudnn_eligible(model, steps.sample_masks(
+                      config, DropoutPlan.for_depth(config, config.num_layers), (1, 0, 0), 1))),
                   **{key: round(value, 3) for key, value in result.items()},
                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
                   host=platform.node(), ncpu=os.cpu_count(), cpu_model=cpu_model,

@@ -138,8 +138,17 @@ def _check_table(name: str, table: KeepTable, num_layers: int) -> None:
             _check_keep(name, value)
 
 
+def _check_name(name: str) -> None:
+    """A run's name is a plain name: it names the default run folder runs/<name>."""
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+    if not name or name in (".", "..") or not set(name) <= allowed:
+        raise ConfigError(f"name={name!r} is not a plain name: use letters, digits, '_', '-' and '.' "
+                          f"(it names the run folder runs/<name>).")
+
+
 def validate(config: Config) -> None:
     """Raises ConfigError for values no run can use."""
+    _check_name(config.name)
     for name in ("num_layers", "hidden_size", "num_steps", "batch_size", "vocab_size", "max_epochs",
                  "test_batch_size", "test_num_steps"):
         if getattr(config, name) < 1:
@@ -157,6 +166,11 @@ def validate(config: Config) -> None:
         value = getattr(config, name)
         if not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"{name} must be a positive finite number, got {value}.")
+    if config.learning_rate_decay > 1:
+        raise ConfigError(f"learning_rate_decay must be in (0, 1] (a factor that lowers the learning "
+                          f"rate), got {config.learning_rate_decay}.")
+    if config.seed < 0:
+        raise ConfigError(f"seed must be 0 or more, got {config.seed}.")
     if not config.max_grad_norm > 0:  # inf is allowed: no clipping
         raise ConfigError(f"max_grad_norm must be positive (inf: no clipping), got {config.max_grad_norm}.")
     for name in ("momentum", "omega", "activity_l1", "h_detach", "forget_bias", "q_min", "q_max"):

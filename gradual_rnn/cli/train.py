@@ -184,6 +184,7 @@ def expected_errors():
         from gradual_rnn.train import context
 
         errors += [context.TrainingDiverged, context.Interrupted, PeerLost, MemoryError]
+    errors.append(OSError)  # e.g. a full disk: the message names the file
     return tuple(errors)
 
 

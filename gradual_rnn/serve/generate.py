@@ -136,7 +136,7 @@ def _load_saved_model(directory: str):
         raise ExportUseError(f"The export {directory} lacks its SavedModel folder {SAVED_MODEL_DIR}/.")
     try:
         module = tf.saved_model.load(path)
-    except (OSError, ValueError, RuntimeError, tf.errors.OpError) as error:
+    except (OSError, ValueError, RuntimeError, IndexError, tf.errors.OpError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportUseError(f"The SavedModel in {path} cannot be loaded ({first_line}); the export is "
                              f"corrupted or incomplete: export again.") from None
@@ -152,7 +152,12 @@ def load_export(directory: str) -> LoadedExport:
     words = _read_vocabulary(directory, int(metadata["vocab_size"]), metadata.get("vocab_sha256"))
     module = _load_saved_model(directory)
     tf = _tf()
-    log_probs = module.step(tf.zeros([1, 1], tf.int32), module.initial_state(tf.constant(1))["state"])
+    try:
+        log_probs = module.step(tf.zeros([1, 1], tf.int32), module.initial_state(tf.constant(1))["state"])
+    except (ValueError, RuntimeError, IndexError, tf.errors.OpError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportUseError(f"The SavedModel in {os.path.join(directory, SAVED_MODEL_DIR)} cannot run "
+                             f"({first_line}); the export is corrupted or incomplete: export again.") from None
     model_size = int(log_probs["log_probs"].shape[-1])
     if model_size != len(words):
         raise ExportUseError(f"The SavedModel predicts {model_size} words but the vocabulary has "

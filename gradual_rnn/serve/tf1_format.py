@@ -341,9 +341,14 @@ def read_tf1_checkpoint(path: str) -> Tf1Checkpoint:
     model_names = _check_names(layout, list(shapes), num_layers)
     sizes = infer_sizes(layout, shapes, num_layers)
     _check_shapes(layout, sizes, shapes, dtypes)
-    tensors = {name: reader.get_tensor(name) for name in model_names}
-    skipped = {name: _describe(reader, name, shapes[name], dtypes[name])
-               for name in sorted(shapes) if name not in tensors}
+    try:
+        tensors = {name: reader.get_tensor(name) for name in model_names}
+        skipped = {name: _describe(reader, name, shapes[name], dtypes[name])
+                   for name in sorted(shapes) if name not in tensors}
+    except (IndexError, ValueError, RuntimeError) as error:  # e.g. a truncated data file
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise Tf1CheckpointError(f"{prefix}: the tensors cannot be read ({type(error).__name__}: {detail}); "
+                                 f"the data file is damaged or incomplete.") from None
     logging.info("%s: %s, %d layers × %d units, vocabulary %d; skipped %d non-model variables: %s",
                  prefix, layout.description, num_layers, sizes.units, sizes.vocab_size, len(skipped),
                  "; ".join(f"{name} ({text})" for name, text in skipped.items()) or "none")

@@ -63,7 +63,7 @@ class RunOptions:
     # Training windows per compiled call: 0 chooses (about CALL_SECONDS of work a call), 1 is one
     # window a call. Any value gives the same numbers; calls end at checkpoints and epoch ends.
     windows_per_call: int = 0
-    # A smoke test reads only prefixes of the splits: {"train": tokens, ...}; written into results.json.
+    # A smoke test reads only prefixes of the splits: {"train": tokens, ...}; written into the results.
     smoke_test: Optional[dict] = None
     # Called with a WindowRecord after every trained window (e.g. to record the window costs).
     window_observer: Optional[Callable[[WindowRecord], None]] = None

@@ -1,6 +1,6 @@
 """One epoch of one phase: the windows in order (K windows per compiled call), progress lines,
 mid-epoch checkpoints, and the epoch's end (validation, the best-validation record, the test rule,
-the row of results.json). `run_epoch` returns the run's next `Progress`.
+the row of the run's results). `run_epoch` returns the run's next `Progress`.
 
 Truncated backpropagation through time: each window starts from the state the previous window
 ended with, passed in as a plain tensor, so no gradient crosses a window boundary.

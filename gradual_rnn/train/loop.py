@@ -46,7 +46,7 @@ def train(config: Config, options: RunOptions, corpus: Optional[ptb.Corpus] = No
                               config.test_num_steps)
     folder = RunFolder(options.save_path)
     store = checkpoint.CheckpointStore(folder, config, options.restart_from_scratch)
-    with folder.lock(), _log_file(folder.log_file), _session_tensorboard(folder, store) as writer:
+    with folder.lock(), _log_file(folder.log_file), _session_summaries(folder, store) as writer:
         if options.smoke_test:
             logging.warning("SMOKE TEST: only the first %s tokens of the splits are read; the numbers "
                             "are not comparable with full runs.", options.smoke_test)
@@ -131,19 +131,19 @@ def _log_file(path: str):
 
 
 @contextlib.contextmanager
-def _session_tensorboard(folder: RunFolder, store: checkpoint.CheckpointStore):
+def _session_summaries(folder: RunFolder, store: checkpoint.CheckpointStore):
     """The run's TensorBoard writer. A session that fails before it wrote a checkpoint removes the
     event file it started, so a rerun's steps do not appear twice."""
-    before = set(os.listdir(folder.tensorboard)) if os.path.isdir(folder.tensorboard) else set()
-    writer = tf.summary.create_file_writer(folder.tensorboard)
+    before = set(os.listdir(folder.summaries)) if os.path.isdir(folder.summaries) else set()
+    writer = tf.summary.create_file_writer(folder.summaries)
     written = store.writes
     try:
         yield writer
     except BaseException:
         writer.close()
-        if store.writes == written and os.path.isdir(folder.tensorboard):
-            for name in set(os.listdir(folder.tensorboard)) - before:
-                os.remove(os.path.join(folder.tensorboard, name))
+        if store.writes == written and os.path.isdir(folder.summaries):
+            for name in set(os.listdir(folder.summaries)) - before:
+                os.remove(os.path.join(folder.summaries, name))
         raise
     writer.close()
 

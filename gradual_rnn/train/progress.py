@@ -17,7 +17,7 @@ class Progress:
     the epoch (0: the epoch has not started). model_depth: the depth of the model a checkpoint
     holds (0: no model yet). learning_rate: the current epoch's (None at a phase start).
     valid_history: the phase's validation perplexities; best: the best-validation record
-    (`schedules.BestValidation` as a dict). rows: one dict per finished epoch (results.json's rows).
+    (`schedules.BestValidation` as a dict). rows: one dict per finished epoch (the rows of the run's results).
     """
 
     phase: int = 1

@@ -75,9 +75,9 @@ class RunCheckpoint:
         return BEST if self.pinned_best else self.name
 
 
-def write_json_atomically(path: str, payload) -> None:
-    """Writes strict JSON (no NaN or Infinity) to a temporary file, then renames it into place."""
-    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False)
+def write_text_atomically(path: str, text: str) -> None:
+    """Writes `text` to a temporary file, then renames it into place; a failed write (e.g. a full
+    disk) is a RunFolderError naming the file, and leaves the previous file as it was."""
     temporary = f"{path}.tmp-{os.getpid()}"
     try:
         with open(temporary, "w", encoding="utf-8") as handle:
@@ -85,9 +85,17 @@ def write_json_atomically(path: str, payload) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        raise RunFolderError(f"Writing {path} failed ({error.strerror or error}); the file is as it "
+                             f"was before.") from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def write_json_atomically(path: str, payload) -> None:
+    """Writes strict JSON (no NaN or Infinity) atomically (see `write_text_atomically`)."""
+    write_text_atomically(path, json.dumps(payload, indent=2, sort_keys=True, allow_nan=False))
 
 
 def read_json(path: str, what: str):
@@ -129,7 +137,7 @@ class RunFolder:
         self.vocabulary_file = os.path.join(self.path, "vocab.txt")
         self.results_file = os.path.join(self.path, "results.json")
         self.log_file = os.path.join(self.path, "train.log")
-        self.tensorboard = os.path.join(self.path, "tensorboard")
+        self.summaries = os.path.join(self.path, "tensorboard")  # TensorBoard event files
         self.lock_file = os.path.join(self.path, "lock")
 
     # ----- the folder itself -----
@@ -192,9 +200,7 @@ class RunFolder:
     # ----- the corpus and vocabulary -----
     def write_corpus(self, identity: Dict, words: Sequence[str]) -> None:
         """vocab.txt and corpus.json (`identity` plus the vocabulary's size and SHA-256)."""
-        with open(self.vocabulary_file + ".tmp", "w", encoding="utf-8") as handle:
-            handle.write(vocabulary_text(words))
-        os.replace(self.vocabulary_file + ".tmp", self.vocabulary_file)
+        write_text_atomically(self.vocabulary_file, vocabulary_text(words))
         write_json_atomically(self.corpus_file, dict(identity, vocab_size=len(words),
                                                      vocab_sha256=vocabulary_sha256(words)))
 

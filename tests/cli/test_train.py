@@ -2,6 +2,7 @@
 temporary folders on tiny corpora."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +37,12 @@ def run_cli(*args, timeout=300):
     (["--model=test", "--use_bf16", "--set=precision=float32"],
      "--use_bf16 asks for precision=mixed_bfloat16 but --set asks for precision=float32"),
     (["--model=test", "--set=precision=half"], "precision='half' is not one of"),
+    (["--model=test", "--checkpoint_every_windows=-5"],
+     "--checkpoint_every_windows must be 0 (epoch ends only) or more, got -5."),
+    (["--model=test", "--set=learning_rate_decay=1.5"], "learning_rate_decay must be in (0, 1]"),
+    (["--model=test", "--set=name=a/../../x"], "name='a/../../x' is not a plain name"),
+    (["--model=test", "--set=name="], "name='' is not a plain name"),
+    (["--model=test", "--set=seed=-1"], "seed must be 0 or more, got -1."),
 ])
 def test_bad_flags_fail_clearly(tiny_corpus_dir, tmp_path, arguments, message):
     done = run_cli(*arguments, f"--data_path={tiny_corpus_dir}", f"--save_path={tmp_path / 'x'}")
@@ -179,3 +186,48 @@ def test_smoke_test_shows_every_part_in_seconds(ptb_dir, tmp_path):
     assert [(row["phase"], row["epoch"]) for row in results["rows"]] == [(1, 1), (2, 1)]
     assert results["test_perplexity"] > 1 and (save / "train.log").exists()
     assert list((save / "checkpoints" / "best").glob("ckpt-*.index"))
+
+
+@pytest.mark.slow
+def test_a_diverged_run_exits_1_with_one_line_and_no_results(tiny_corpus_dir, tmp_path):
+    save = tmp_path / "run"
+    done = run_cli("--model=small", "--set=hidden_size=16", "--set=num_steps=5", "--max_epochs=2",
+                   "--set=init_scale=100", f"--data_path={tiny_corpus_dir}", f"--save_path={save}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert re.fullmatch(r"TrainingDiverged: The training perplexity became \d\.\d+e\+\d+ in phase 1, epoch 1, "
+                        r"window 0; no checkpoint was written yet in .*", done.stderr.strip().splitlines()[-1])
+    assert not (save / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_naming_the_file(tiny_corpus_dir, tmp_path):
+    """Files may grow to 100 bytes only (RLIMIT_FSIZE): the first write of the run that needs more
+    fails; the command says which file, in one line, with exit code 1."""
+    import resource
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run([sys.executable, SCRIPT, "--model=test", f"--data_path={tiny_corpus_dir}",
+                           f"--save_path={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300,
+                          env=environment, preexec_fn=small_files)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert re.fullmatch(rf"RunFolderError: Writing {tmp_path / 'run'}/\S+ failed \(File too large\); the file is "
+                        r"as it was before\.", last), last
+
+
+def test_tensorflow_out_of_memory_becomes_one_readable_line():
+    import tensorflow as tf
+
+    from gradual_rnn.cli import train as train_command
+
+    def too_large(arguments, values):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[20,35,9999999]\nmore")
+
+    with pytest.raises(MemoryError, match=r"the model does not fit in memory \(OOM when allocating tensor with "
+                                          r"shape\[20,35,9999999\]\); use a smaller batch_size"):
+        train_command._translated(too_large)([], None)
+    assert MemoryError in train_command.expected_errors()

@@ -376,3 +376,22 @@ def test_export_score_and_report_need_no_corpus(run, tmp_path):
     table = (tmp_path / "report" / "report.md").read_text()
     assert f"| run | tiny | measured | all | 2 | 2 |" in table
     assert not os.path.exists(tmp_path / "empty_cache")
+
+
+def test_truncated_saved_model_variables_are_one_error(run, tmp_path):
+    copy = shutil.copytree(run.export_dir, tmp_path / "truncated")
+    (data,) = (copy / "saved_model" / "variables").glob("variables.data-*")
+    data.write_bytes(data.read_bytes()[:100])
+    with pytest.raises(generate.ExportUseError, match=r"saved_model cannot (be loaded|run) .*corrupted or "
+                                                      r"incomplete: export again"):
+        generate.load_export(str(copy))
+    done = run_module("generate", "score", f"--export_dir={copy}", f"--text_file={copy / 'vocab.txt'}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("ExportUseError: The SavedModel in ")
+
+
+def test_an_overflowing_perplexity_is_infinite_not_an_error():
+    scores = generate.Scores(nll=np.array([1e6]), tokens=np.array([2]), unknown=np.array([0]))
+    assert scores.total_perplexity == float("inf") and np.isinf(scores.perplexities()[0])
+    summary = generate.score_summary(scores, "<unk>", True, 1)
+    assert summary["total_perplexity"] is None and summary["first_sentences"][0]["perplexity"] is None

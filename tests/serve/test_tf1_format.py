@@ -1,5 +1,7 @@
 """The TF1 format (gradual_rnn.serve.tf1_format) on the original programs' checkpoints: the gate
 mapping, writing back bit for bit under either program's names, broken checkpoints and paths."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -158,3 +160,20 @@ def test_a_checkpoint_is_named_by_its_prefix_any_of_its_files_or_its_folder():
     for path in (f"{folder}/model-1", f"{folder}/model-1.index", f"{folder}/model-1.data-00000-of-00001"):
         assert tf1_format.resolve_prefix(path) == f"{folder}/model-1"
     assert tf1_format.resolve_prefix(folder) == f"{folder}/model-2"  # the `checkpoint` file's newest
+
+
+def test_a_truncated_data_file_is_one_error_naming_the_checkpoint(tmp_path):
+    """A checkpoint whose data file was cut short (e.g. an interrupted copy): TensorFlow's reader
+    fails with an IndexError ("Read less bytes than requested"); the tool names the checkpoint."""
+    import shutil
+
+    from serve.tf1_fixtures import FIXTURES
+
+    source = os.path.join(FIXTURES, "tutorial_2x16")
+    for name in os.listdir(source):
+        shutil.copy(os.path.join(source, name), tmp_path / name)
+    data = tmp_path / "model-199.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:1000])
+    with pytest.raises(tf1_format.Tf1CheckpointError, match=r"model-199: the tensors cannot be read .*damaged or "
+                                                            r"incomplete"):
+        tf1_format.read_tf1_checkpoint(str(tmp_path / "model-199"))

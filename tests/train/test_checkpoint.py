@@ -1,6 +1,7 @@
 """Faults: corrupted, partial and unreadable checkpoints, a full disk, two runs on one save path,
 determinism."""
 import dataclasses
+import glob
 import json
 import os
 
@@ -208,3 +209,49 @@ def test_restore_accepts_only_matching_checkpoints(tmp_path):
     restored = store.restore(lambda progress: len(progress.rows) == 1)
     assert len(restored.progress.rows) == 1 and _embedding(restored.prefix) == 1.0
     assert store.restore(lambda progress: len(progress.rows) == 7) is None
+
+
+@pytest.mark.slow
+def test_a_copy_without_sidecars_stops_and_deletes_nothing(tmp_path, tiny_corpus):
+    """A stopped run copied without its progress sidecars (e.g. only the ordinary TensorFlow files):
+    the same command stops with one message, every checkpoint and best/ stay on disk, set aside."""
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=2)
+    with pytest.raises(Interrupted):
+        _run(tmp_path, tiny_corpus, config, "run", checkpoint_every_windows=40, stop_after_windows=150)
+    folder = RunFolder(str(tmp_path / "run"))
+    names = [os.path.basename(prefix) for prefix in folder.complete()]
+    best = folder.prefixes(best=True)
+    assert len(names) == 3 and len(best) == 1
+    for sidecar in glob.glob(os.path.join(folder.checkpoints, "**", "*.progress.json"), recursive=True):
+        os.remove(sidecar)
+    with pytest.raises(RunFolderError, match=r"No checkpoint of .* can be used \(ckpt-\d+ \(no progress sidecar\), "
+                                             r".*nothing deleted\)\. Restore them, or pass --restart_from_scratch"):
+        _run(tmp_path, tiny_corpus, config, "run")
+    assert folder.set_aside_names() == sorted(names)
+    assert all(os.path.exists(prefix + ".index") for prefix in best)
+
+
+def test_leftovers_of_cut_writes_are_removed_and_said(tmp_path, caplog):
+    config = tiny_config()
+    store = _store(tmp_path, config)
+    store.save(Progress(window=1), _model(config, 1.0))
+    leftover = os.path.join(store.folder.checkpoints, "ckpt-1_temp")
+    os.makedirs(leftover)
+    open(os.path.join(leftover, "part-00000-of-00001.data-00000-of-00001"), "w").write("cut")
+    open(os.path.join(store.folder.path, "results.json.tmp-123"), "w").write("{")
+    assert store.restore().progress.window == 1
+    assert not os.path.exists(leftover) and not os.path.exists(os.path.join(store.folder.path, "results.json.tmp-123"))
+    assert "ckpt-1_temp, left by a checkpoint write that was cut short" in caplog.text
+    assert store.folder.complete()  # the readable checkpoint stays
+
+
+def test_a_garbled_config_is_one_line(tmp_path):
+    config = tiny_config()
+    store = _store(tmp_path, config)
+    store.save(Progress(window=1), _model(config, 1.0))
+    open(store.folder.config_file, "w").write("{garbled")
+    with pytest.raises(RunFolderError, match=r"config.json cannot be read as JSON \(JSONDecodeError: .*\); "
+                                             r"expected the run's config"):
+        _store(tmp_path, config)
+    with pytest.raises(RunFolderError, match="config.json cannot be read as JSON"):
+        RunFolder(str(tmp_path / "run")).read_config()

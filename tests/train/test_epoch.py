@@ -154,3 +154,19 @@ def test_divergence_before_any_checkpoint_says_so(tmp_path, tiny_corpus, monkeyp
     with pytest.raises(loop.TrainingDiverged, match=r"became nan in phase 1, epoch 1, window 0; no "
                                                     r"checkpoint was written yet in .*checkpoints"):
         _run(tmp_path, tiny_corpus, config, "run")
+
+
+@pytest.mark.slow
+def test_speed_leaves_out_the_first_call_of_each_compiled_function(tmp_path, tiny_corpus):
+    """Calls of 16 windows cut to 1 before every checkpoint (every 17 windows): the first call of
+    the K-window function and the first of the one-window function both compile, and neither is a
+    speed sample; every other window is."""
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
+    records = []
+    _run(tmp_path, tiny_corpus, config, "run", windows_per_call=16, checkpoint_every_windows=17,
+         window_observer=records.append)
+    sizes = [record.call_size for record in records if record.call_offset == 0]
+    assert sizes[:4] == [16, 1, 16, 1]
+    folder = RunFolder(str(tmp_path / "run"))
+    progress = [folder.read_progress(p) for p in folder.complete() if folder.read_progress(p).rows][0]
+    assert progress.epoch_timed_tokens == (115 - 16 - 1) * 4 * 5

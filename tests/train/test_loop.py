@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from gradual_rnn import configs
 from gradual_rnn.data import ptb
-from gradual_rnn.train import checkpoint, loop, steps
+from gradual_rnn.train import checkpoint, loop, progress, steps
 from gradual_rnn.train import evaluate as evaluation
 from gradual_rnn.train.context import Interrupted, RunOptions, TrainingDiverged
 from gradual_rnn.train.run_folder import RunFolder, RunFolderError
@@ -137,3 +137,107 @@ def test_results_json_and_tensorboard_written(tmp_path, tiny_corpus):
     assert os.listdir(tmp_path / "run" / "tensorboard")
     # Faithful B=1, n=1 test scores every token, so it equals the exact evaluation.
     assert results["test_perplexity"] == pytest.approx(results["exact_test_perplexity"], rel=1e-9)
+
+
+# ----- nothing made up: a diverged run fails and writes no results -----
+@pytest.mark.parametrize("changes, value", [(dict(init_scale=100.0), r"5\.51011e\+63"),
+                                            (dict(init_scale=1e30), "(nan|inf)")])
+def test_a_perplexity_beyond_the_bound_stops_the_run_before_any_results(tmp_path, tiny_corpus, changes, value):
+    """A finite perplexity far above the vocabulary's (init_scale 100) and a non-finite one (init_scale
+    1e30): the run stops at its first window, writes no results, and the TensorBoard file of a session
+    that wrote no checkpoint is removed."""
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1, **changes)
+    with pytest.raises(TrainingDiverged, match=rf"training perplexity became {value}.* in phase 1, epoch 1, "
+                                               r"window 0; no checkpoint was written yet .*above 100 x the "
+                                               r"vocabulary size"):
+        run_tiny(tmp_path, tiny_corpus, config, "run", windows_per_call=1)
+    folder = RunFolder(str(tmp_path / "run"))
+    assert not os.path.exists(folder.results_file) and not folder.complete()
+    assert not os.path.isdir(folder.summaries) or not os.listdir(folder.summaries)
+
+
+def test_a_validation_beyond_the_bound_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, tiny_corpus,
+                                                                                    monkeypatch):
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=3)
+    values = iter([30.0, 1e9])
+    monkeypatch.setattr(evaluation.Evaluator, "valid", lambda self: next(values))
+    with pytest.raises(TrainingDiverged, match=r"validation perplexity became 1e\+09 after phase 1, epoch 2; "
+                                               r"the last good checkpoint, ckpt-\d+ .* is kept"):
+        run_tiny(tmp_path, tiny_corpus, config, "run")
+    folder = RunFolder(str(tmp_path / "run"))
+    assert not os.path.exists(folder.results_file)
+    assert len(folder.read_progress(folder.complete()[-1]).rows) == 1
+
+
+def test_no_best_validation_means_no_results(tmp_path, tiny_corpus, monkeypatch):
+    """A GL-rule run whose validation never beats the rule's starting value (10000) has no test
+    perplexity to report: it fails instead of reporting 10000 as its best validation."""
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1, test_rule="at_best_valid")
+    monkeypatch.setattr(evaluation.Evaluator, "valid", lambda self: 20000.0)
+    monkeypatch.setattr(progress, "DIVERGENCE_FACTOR", 1000.0)  # 41 words: 20000 is no divergence then
+    with pytest.raises(TrainingDiverged, match="No epoch of the run scored a validation perplexity below"):
+        run_tiny(tmp_path, tiny_corpus, dataclasses.replace(config, vocab_size=tiny_corpus.vocab_size), "run")
+
+
+def test_results_are_strict_json(tmp_path):
+    folder = RunFolder(str(tmp_path))
+    with pytest.raises(ValueError):
+        folder.write_results(dict(test_perplexity=float("inf")))
+    assert not os.path.exists(folder.results_file)
+
+
+# ----- a run resumes only on its own data -----
+@pytest.mark.slow
+def test_a_resume_on_other_data_is_refused_naming_what_differs(tmp_path, tiny_corpus, tiny_corpus_dir):
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=2)
+    with pytest.raises(Interrupted):
+        run_tiny(tmp_path, tiny_corpus, config, "run", stop_after_windows=5, checkpoint_every_windows=5)
+    smoke = dataclasses.replace(tiny_corpus, train=tiny_corpus.train[:1000])
+    with pytest.raises(RunFolderError, match=r"trained on other data \(fingerprint: saved .* smoke_test: saved "
+                                             r"False now True, tokens: saved"):
+        run_tiny(tmp_path, smoke, config, "run", smoke_test={"train": 1000})
+    with pytest.raises(RunFolderError, match=r"other data \(map_unknown_to_unk: saved False now True\)"):
+        run_tiny(tmp_path, tiny_corpus, config, "run", map_unknown_to_unk=True)
+    swapped = dataclasses.replace(tiny_corpus, valid=tiny_corpus.test, test=tiny_corpus.valid)
+    with pytest.raises(RunFolderError, match=r"other data \(fingerprint: saved .*, tokens: saved"):
+        run_tiny(tmp_path, swapped, config, "run")
+    assert run_tiny(tmp_path, tiny_corpus, config, "run")["test_perplexity"] > 1  # its own data: resumes
+    folder = RunFolder(str(tmp_path / "run"))
+    assert folder.read_vocabulary() == tiny_corpus.words()
+
+
+# ----- sidecars are range-checked -----
+@pytest.mark.slow
+@pytest.mark.parametrize("edit, problem", [(dict(window=999999), "window 999999 is outside 0..114"),
+                                           (dict(phase=7), "phase 7 is outside 1..2"),
+                                           (dict(epoch=1), "epoch 1 does not follow its 0 finished epochs")])
+def test_an_edited_sidecar_is_set_aside_and_the_one_before_used(tmp_path, tiny_corpus, edit, problem, caplog):
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
+    with pytest.raises(Interrupted):
+        run_tiny(tmp_path, tiny_corpus, config, "run", stop_after_windows=20, checkpoint_every_windows=10,
+                 windows_per_call=1)
+    folder = RunFolder(str(tmp_path / "run"))
+    newest = folder.complete()[-1]
+    payload = json.loads(open(folder.sidecar(newest)).read())
+    payload["progress"].update(edit)
+    open(folder.sidecar(newest), "w").write(json.dumps(payload))
+    straight = run_tiny(tmp_path, tiny_corpus, config, "straight")
+    resumed = run_tiny(tmp_path, tiny_corpus, config, "run")
+    assert problem in caplog.text
+    assert resumed["test_perplexity"] == straight["test_perplexity"]
+    assert os.path.basename(newest) in folder.set_aside_names()
+
+
+@pytest.mark.slow
+def test_restores_say_what_runs_next(tmp_path, tiny_corpus, caplog):
+    """A one-phase run: resumed mid-epoch it names the phase and epoch that run next; run again once
+    finished, it says so (never 'phase 2' of a one-phase run)."""
+    caplog.set_level("INFO", logger="absl")
+    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
+    with pytest.raises(Interrupted):
+        run_tiny(tmp_path, tiny_corpus, config, "run", stop_after_windows=30, checkpoint_every_windows=30)
+    run_tiny(tmp_path, tiny_corpus, config, "run")
+    assert "phase 1 of 1, epoch 1, window 30 run next" in caplog.text
+    caplog.clear()
+    run_tiny(tmp_path, tiny_corpus, config, "run")
+    assert ": the run has finished." in caplog.text and "phase 2" not in caplog.text

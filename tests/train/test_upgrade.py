@@ -1,6 +1,7 @@
 """A run folder written by gradual_rnn 0.1.0 (tests/fixtures/legacy_run_0_1_0, `.npz` checkpoints,
 stopped 7 windows into phase 2) is refused with the upgrade command, converted by it, and then
 resumes to the numbers 0.1.0 itself computed for the same run uninterrupted."""
+import glob
 import json
 import os
 import shutil
@@ -80,3 +81,29 @@ def test_upgrade_command_line(legacy, tmp_path):
         assert again.returncode != 0 and again.stderr.strip().splitlines()[-1].endswith(message), again.stderr
         assert again.stderr.strip().splitlines()[-1].startswith("RunFolderError: ")
         assert "Traceback" not in again.stderr
+
+
+def test_a_damaged_legacy_folder_changes_nothing_and_can_be_retried(legacy, tmp_path):
+    """Every arrays.npz truncated: refused with one line, nothing moved or deleted; repaired, the
+    same upgrade goes through. A progress file without its record is refused alike."""
+    save_path, _, _ = legacy
+    before = sorted(os.path.relpath(os.path.join(root, name), save_path)
+                    for root, _, names in os.walk(save_path) for name in names)
+    archives = sorted(glob.glob(os.path.join(save_path, "checkpoints", "*", "arrays.npz")))
+    originals = {path: open(path, "rb").read() for path in archives}
+    for path in archives:
+        open(path, "wb").write(originals[path][:50])
+    with pytest.raises(RunFolderError, match=r"arrays.npz cannot be read \(BadZipFile: .*\); nothing was changed"):
+        upgrade.upgrade_run(save_path)
+    after = sorted(os.path.relpath(os.path.join(root, name), save_path)
+                   for root, _, names in os.walk(save_path) for name in names)
+    assert after == before
+    for path in archives:
+        open(path, "wb").write(originals[path])
+    progress_file = os.path.join(os.path.dirname(archives[0]), "progress.json")
+    original_progress = open(progress_file).read()
+    open(progress_file, "w").write("{}")
+    with pytest.raises(RunFolderError, match=r"progress.json holds no 0.1.0 progress record \(KeyError"):
+        upgrade.upgrade_run(save_path)
+    open(progress_file, "w").write(original_progress)
+    assert len(upgrade.upgrade_run(save_path)) == 4
