@@ -208,24 +208,27 @@ def test_a_resume_on_other_data_is_refused_naming_what_differs(tmp_path, tiny_co
 
 # ----- sidecars are range-checked -----
 @pytest.mark.slow
-@pytest.mark.parametrize("edit, problem", [(dict(window=999999), "window 999999 is outside 0..114"),
-                                           (dict(phase=7), "phase 7 is outside 1..2"),
-                                           (dict(epoch=1), "epoch 1 does not follow its 0 finished epochs")])
-def test_an_edited_sidecar_is_set_aside_and_the_one_before_used(tmp_path, tiny_corpus, edit, problem, caplog):
+def test_an_edited_sidecar_is_set_aside_and_the_one_before_used(tmp_path, tiny_corpus, caplog):
+    """A newest sidecar edited to window=999999, phase=7 or an epoch its rows do not show: set aside
+    with the reason logged, and the run resumes from the checkpoint before, to the same numbers."""
+    import shutil
+
     config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
     with pytest.raises(Interrupted):
-        run_tiny(tmp_path, tiny_corpus, config, "run", stop_after_windows=20, checkpoint_every_windows=10,
+        run_tiny(tmp_path, tiny_corpus, config, "stopped", stop_after_windows=20, checkpoint_every_windows=10,
                  windows_per_call=1)
-    folder = RunFolder(str(tmp_path / "run"))
-    newest = folder.complete()[-1]
-    payload = json.loads(open(folder.sidecar(newest)).read())
-    payload["progress"].update(edit)
-    open(folder.sidecar(newest), "w").write(json.dumps(payload))
     straight = run_tiny(tmp_path, tiny_corpus, config, "straight")
-    resumed = run_tiny(tmp_path, tiny_corpus, config, "run")
-    assert problem in caplog.text
-    assert resumed["test_perplexity"] == straight["test_perplexity"]
-    assert os.path.basename(newest) in folder.set_aside_names()
+    for index, (edit, problem) in enumerate([(dict(window=999999), "window 999999 is outside 0..114"),
+                                             (dict(phase=7), "phase 7 is outside 1..2"),
+                                             (dict(epoch=1), "epoch 1 does not follow its 0 finished epochs")]):
+        shutil.copytree(tmp_path / "stopped", tmp_path / f"edited{index}")
+        folder = RunFolder(str(tmp_path / f"edited{index}"))
+        newest = folder.complete()[-1]
+        payload = json.loads(open(folder.sidecar(newest)).read())
+        payload["progress"].update(edit)
+        open(folder.sidecar(newest), "w").write(json.dumps(payload))
+        assert run_tiny(tmp_path, tiny_corpus, config, f"edited{index}")["test_perplexity"] == straight["test_perplexity"]
+        assert problem in caplog.text and os.path.basename(newest) in folder.set_aside_names()
 
 
 @pytest.mark.slow
