@@ -111,22 +111,33 @@ def test_help_lists_the_flags(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_runs_end_to_end_and_writes_tensorboard(tmp_path):
-    done = run_cli(*TINY, "--clip=1", "--omega=1", "--sampling", "--seeds=3", "--no-stop_when_solved",
-                   f"--logdir={tmp_path}")
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+def run_in_process(*arguments, capsys):
+    """The command in this process (TensorFlow loads once for the suite) -> (exit code, stdout)."""
+    from gradual_rnn.cli import synthetic
+
+    with pytest.raises(SystemExit) as stopped:
+        synthetic.run_main(["synthetic", *arguments])
+    return stopped.value.code or 0, capsys.readouterr().out
+
+
+def test_cli_runs_end_to_end_and_writes_tensorboard(tmp_path, capsys):
+    code, stdout = run_in_process(*TINY, "--clip=1", "--omega=1", "--sampling", "--seeds=3",
+                                  "--no-stop_when_solved", f"--logdir={tmp_path}", capsys=capsys)
+    assert code == 0
+    summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["seeds"] == 1 and 0.0 <= summary["mean_accuracy"] <= 1.0 and summary["diverged"] == 0
     assert summary["config"]["stop_when_solved"] is False and summary["runs"][0]["seed"] == 3
     assert os.listdir(tmp_path / "seed_3")
 
 
 @pytest.mark.slow
-def test_a_diverging_run_prints_strict_json_that_says_so():
-    done = run_cli("--task=adding", "--length=10", "--hidden_size=8", "--steps=6", "--eval_every=3",
-                   "--valid_size=10", "--test_size=10", "--learning_rate=1e30")
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])  # strict: a bare NaN would not parse
+def test_a_diverging_run_prints_strict_json_that_says_so(capsys, caplog):
+    caplog.set_level("INFO", logger="absl")
+    code, stdout = run_in_process("--task=adding", "--length=10", "--hidden_size=8", "--steps=6",
+                                  "--eval_every=3", "--valid_size=10", "--test_size=10", "--learning_rate=1e30",
+                                  capsys=capsys)
+    assert code == 0
+    summary = json.loads(stdout.strip().splitlines()[-1])  # strict: a bare NaN would not parse
     assert summary["diverged"] == 1 and summary["mean_accuracy"] is None
     assert summary["runs"][0]["diverged"] is True and summary["runs"][0]["test_error"] is None
-    assert '"diverged": true' in done.stderr  # the per-seed log line
+    assert '"diverged": true' in caplog.text  # the per-seed log line

@@ -21,6 +21,17 @@ from gradual_rnn.train.context import RunOptions
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "ptb_word_lm.py")
 
 
+def run_in_process(*args, capsys):
+    """The training command run in this process (TensorFlow is loaded already): (exit code, stdout,
+    stderr). For the behaviour of a fresh process, use `run_cli`."""
+    from gradual_rnn.cli import train as train_command
+
+    with pytest.raises(SystemExit) as stopped:
+        train_command.run_main(["ptb_word_lm.py", *args])
+    captured = capsys.readouterr()
+    return stopped.value.code or 0, captured.out, captured.err
+
+
 def run_cli(*args, timeout=300):
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
@@ -123,15 +134,17 @@ def test_describe_data(tiny_corpus_dir):
     (["--set=sampling=true", "--set=q_min=-3", "--set=q_max=3", "--set=activity_l1=0.001"],
      "sampling rule trained on"),
 ])
-def test_seed_techniques_train_from_the_command_line(tiny_corpus_dir, tmp_path, techniques, logged):
+def test_seed_techniques_train_from_the_command_line(tiny_corpus_dir, tmp_path, techniques, logged, capsys,
+                                                    caplog):
+    caplog.set_level("INFO", logger="absl")
     save = tmp_path / "run"
-    done = run_cli("--model=test", "--gradual", "--set=num_layers=2", *techniques,
-                   f"--data_path={tiny_corpus_dir}", f"--save_path={save}")
-    assert done.returncode == 0, done.stderr[-3000:]
+    code, _, stderr = run_in_process("--model=test", "--gradual", "--set=num_layers=2", *techniques,
+                                     f"--data_path={tiny_corpus_dir}", f"--save_path={save}", capsys=capsys)
+    assert code == 0, stderr[-3000:]
     results = json.loads((save / "results.json").read_text())
     assert np.isfinite(results["test_perplexity"])
     if logged:
-        assert logged in done.stderr
+        assert logged in caplog.text
 
 
 def test_flags_are_checked_before_tensorflow_loads(tiny_corpus_dir, tmp_path):
@@ -145,12 +158,12 @@ def test_flags_are_checked_before_tensorflow_loads(tiny_corpus_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_more_gpus_than_present_are_refused(tiny_corpus_dir, tmp_path):
-    done = run_cli("--model=test", "--num_gpus=2", f"--data_path={tiny_corpus_dir}",
-                   f"--save_path={tmp_path / 'x'}")
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert ("ConfigError: --num_gpus=2 but TensorFlow finds 0 GPU(s) on this host; pass --num_gpus=0 "
-            "or less (0: no distribution).") in done.stderr
+def test_more_gpus_than_present_are_refused(tiny_corpus_dir, tmp_path, capsys):
+    code, _, stderr = run_in_process("--model=test", "--num_gpus=2", f"--data_path={tiny_corpus_dir}",
+                                     f"--save_path={tmp_path / 'x'}", capsys=capsys)
+    assert code == 1
+    assert stderr.strip().splitlines()[-1] == ("ConfigError: --num_gpus=2 but TensorFlow finds 0 GPU(s) on this "
+                                               "host; pass --num_gpus=0 or less (0: no distribution).")
     assert not (tmp_path / "x").exists()
 
 
@@ -173,14 +186,15 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_code_3(tiny_corpus_dir, tmp_p
 
 
 @pytest.mark.slow
-def test_smoke_test_shows_every_part_in_seconds(ptb_dir, tmp_path):
+def test_smoke_test_shows_every_part_in_seconds(ptb_dir, tmp_path, capsys, caplog):
     """The README's quick start, on real PTB: two phases, validation, the test rule, checkpoints,
     results.json marked as a smoke test."""
+    caplog.set_level("INFO", logger="absl")
     save = tmp_path / "quick"
-    done = run_cli("--model=gl", "--set=hidden_size=16", "--layer_epochs=1", "--max_epochs=1", "--smoke_test",
-                   f"--data_path={ptb_dir}", f"--save_path={save}")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "SMOKE TEST: only the first" in done.stderr and "Phase 2/2: depth 2" in done.stderr
+    code, _, stderr = run_in_process("--model=gl", "--set=hidden_size=16", "--layer_epochs=1", "--max_epochs=1",
+                                     "--smoke_test", f"--data_path={ptb_dir}", f"--save_path={save}", capsys=capsys)
+    assert code == 0, stderr[-3000:]
+    assert "SMOKE TEST: only the first" in caplog.text and "Phase 2/2: depth 2" in caplog.text
     results = json.loads((save / "results.json").read_text())
     assert results["smoke_test"] == {"train": 20000, "valid": 4000, "test": 2000}
     assert [(row["phase"], row["epoch"]) for row in results["rows"]] == [(1, 1), (2, 1)]
@@ -189,13 +203,14 @@ def test_smoke_test_shows_every_part_in_seconds(ptb_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_diverged_run_exits_1_with_one_line_and_no_results(tiny_corpus_dir, tmp_path):
+def test_a_diverged_run_exits_1_with_one_line_and_no_results(tiny_corpus_dir, tmp_path, capsys):
     save = tmp_path / "run"
-    done = run_cli("--model=small", "--set=hidden_size=16", "--set=num_steps=5", "--max_epochs=2",
-                   "--set=init_scale=100", f"--data_path={tiny_corpus_dir}", f"--save_path={save}")
-    assert done.returncode == 1 and "Traceback" not in done.stderr
+    code, _, stderr = run_in_process("--model=small", "--set=hidden_size=16", "--set=num_steps=5",
+                                     "--max_epochs=2", "--set=init_scale=100", f"--data_path={tiny_corpus_dir}",
+                                     f"--save_path={save}", capsys=capsys)
+    assert code == 1 and "Traceback" not in stderr
     assert re.fullmatch(r"TrainingDiverged: The training perplexity became \d\.\d+e\+\d+ in phase 1, epoch 1, "
-                        r"window 0; no checkpoint was written yet in .*", done.stderr.strip().splitlines()[-1])
+                        r"window 0; no checkpoint was written yet in .*", stderr.strip().splitlines()[-1])
     assert not (save / "results.json").exists()
 
 
