@@ -262,6 +262,13 @@ CONFIGS: Dict[str, Config] = {
     "lad": _paper("lad", 2, 35, False, None, 160, ((0.5,), (0.5, 0.25)), ((0.5,), (0.5, 0.25))),
     "gl_lad": _paper("gl_lad", 2, 35, True, 80, 80, _GL_LAD, _GL_LAD),
     "deep_gl_lad": _paper("deep_gl_lad", 5, 25, True, 80, 80, _DEEP_OUTPUT, _DEEP_STATE),
+    # WikiText-2 (33,278 words; the vocabulary size is taken from the corpus). Neither reference
+    # trained on it; docs/corpora.md says what others used and why these values.
+    "small_wikitext2": dataclasses.replace(
+        _tutorial("small_wikitext2", 2, 200, 35, 0.1, 5.0, 4, 13, 0.8, 0.5), vocab_size=33278),
+    "gl_wikitext2": dataclasses.replace(
+        _paper("gl_wikitext2", 2, 35, True, 40, 40, ((0.5,), (0.5, 0.5)), ((0.5,), (0.5, 0.5))),
+        hidden_size=650, init_scale=0.05, vocab_size=33278),
 }
 
 

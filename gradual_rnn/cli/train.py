@@ -27,8 +27,14 @@ SMOKE_TEST_TOKENS = {"train": 20000, "valid": 4000, "test": 2000}
 def define_flags(values: flags.FlagValues) -> flags.FlagValues:
     define = dict(flag_values=values)
     flags.DEFINE_string("model", "small", f"Config name: one of {', '.join(configs.CONFIGS)}.", **define)
-    flags.DEFINE_string("data_path", None, "Folder with ptb.{train,valid,test}.txt "
-                        "(else $PTB_DATA_DIR, the cache, or a download).", **define)
+    flags.DEFINE_enum("dataset", "ptb", list(sources.DATASETS), "The corpus a run without --data_path or "
+                      "--train_file reads: from $PTB_DATA_DIR (ptb), the cache, or a download.", **define)
+    flags.DEFINE_string("data_path", None, "A corpus folder: ptb.{train,valid,test}.txt, "
+                        "wiki.{train,valid,test}.tokens or {train,valid,test}.txt (else --dataset's "
+                        "variable, cache or download).", **define)
+    for split in ("train", "valid", "test"):
+        flags.DEFINE_string(f"{split}_file", None, f"The {split} split as one text file (give all "
+                            f"three instead of --data_path).", **define)
     flags.DEFINE_string("save_path", None, "The run folder: checkpoints, TensorBoard logs, the log and "
                         "the results (default: runs/<model>[_gradual]). The same path resumes a run.", **define)
     flags.DEFINE_boolean("gradual", None, "Gradual learning: one phase per layer. --nogradual turns it "
@@ -145,9 +151,12 @@ def main(arguments, values: flags.FlagValues) -> None:
     save_path = values.save_path or default_save_path(config, values.smoke_test)
     if os.path.exists(save_path) and not os.path.isdir(save_path):
         raise configs.ConfigError(f"--save_path {os.path.abspath(save_path)} exists and is not a directory.")
-    data_dir = sources.resolve_data_dir(values.data_path, download=values.download)
-    corpus = ptb.load_corpus(data_dir, map_unknown_to_unk=values.map_unknown_to_unk)
-    logging.info("Corpus from %s: %s", data_dir, ptb.describe(corpus))
+    files = sources.resolve_corpus_files(values.data_path, values.dataset, download=values.download,
+                                         train_file=values.train_file, valid_file=values.valid_file,
+                                         test_file=values.test_file)
+    corpus = ptb.load_corpus_files(files, map_unknown_to_unk=values.map_unknown_to_unk)
+    data_dir = files.directory or os.path.dirname(files.paths["train"])
+    logging.info("Corpus from %s: %s", files.describe(), ptb.describe(corpus))
     if values.describe_data:
         print(ptb.describe(corpus))
         return

@@ -246,3 +246,56 @@ def test_tensorflow_out_of_memory_becomes_one_readable_line():
                                           r"shape\[20,35,9999999\]\); use a smaller batch_size"):
         train_command._translated(too_large)([], None)
     assert MemoryError in train_command.expected_errors()
+
+
+def _wikitext_corpus(folder):
+    """A tiny corpus in WikiText's layout: headings, <unk>, 30 words; a valid word not in train."""
+    rng = np.random.RandomState(3)
+    words = [f"v{i}" for i in range(29)] + ["<unk>"]
+
+    def text(count, extra=()):
+        lines = [" = Heading = "]
+        lines += [" ".join(rng.choice(words, size=rng.randint(3, 10))) for _ in range(count)]
+        return "\n".join(list(lines) + list(extra)) + "\n"
+
+    folder.mkdir()
+    (folder / "wiki.train.tokens").write_text(text(400))
+    (folder / "wiki.valid.tokens").write_text(text(40, ["never seen in train"]))
+    (folder / "wiki.test.tokens").write_text(text(40))
+    return folder
+
+
+@pytest.mark.slow
+def test_a_wikitext_layout_corpus_trains_exports_and_scores(tmp_path, capsys):
+    """Not PTB: a folder in WikiText's layout (its vocabulary of 33 words, not 10,000, taken from the
+    corpus), the words outside it dropped and counted; then the run is exported and scores text."""
+    from gradual_rnn.cli import export as export_command
+    from gradual_rnn.serve import generate
+
+    corpus_dir = _wikitext_corpus(tmp_path / "wiki")
+    save = tmp_path / "run"
+    code, stdout, stderr = run_in_process("--model=test", "--set=hidden_size=8", "--set=num_steps=5",
+                                          f"--data_path={corpus_dir}", f"--save_path={save}", capsys=capsys)
+    assert code == 0, stderr[-3000:]
+    identity = json.loads((save / "corpus.json").read_text())
+    assert identity["vocab_size"] == 33  # 29 words, <unk>, '=', 'Heading', <eos>
+    assert identity["tokens"]["valid"] == len((corpus_dir / "wiki.valid.tokens").read_text().split()) + 42 - 4
+    with pytest.raises(SystemExit) as stopped:
+        export_command.run_main(["export", f"--save_path={save}", f"--export_dir={tmp_path / 'export'}"])
+    assert not stopped.value.code
+    exported = generate.load_export(str(tmp_path / "export"))
+    assert len(exported.words) == 33 and exported.words[-1] != "never"
+    scores = generate.score_sentences(exported, generate.split_sentences("v1 v2 unknownword\n"))
+    assert scores.unknown.tolist() == [1] and np.isfinite(scores.total_perplexity)
+    words, _ = generate.generate_words(exported, "v1 v2", 5, seed=1)
+    assert len(words) == 5 and set(words) <= set(exported.words)
+
+
+def test_three_explicit_files_are_a_corpus(tmp_path):
+    corpus_dir = _wikitext_corpus(tmp_path / "wiki")
+    files = [f"--{split}_file={corpus_dir / f'wiki.{split}.tokens'}" for split in ("train", "valid", "test")]
+    done = run_cli("--model=test", *files, "--describe_data")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "vocabulary 33, tokens train" in done.stdout
+    missing = run_cli("--model=test", files[0], "--describe_data")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
