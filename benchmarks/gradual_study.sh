@@ -76,4 +76,5 @@ for job in "${JOBS[@]}"; do
   mkdir -p "$KEEP_DIR/$name"
   cp "$RUNS_DIR/$name/config.json" "$RUNS_DIR/$name/results.json" "$KEEP_DIR/$name/"
 done
-"$PYTHON" -m gradual_rnn report "$KEEP_DIR"/*/ --out "$FIGURE_DIR" --name gradual_vs_traditional
+"$PYTHON" -m gradual_rnn report "$KEEP_DIR"/*/ --out "$FIGURE_DIR" --table_name=gradual_vs_traditional.md \
+    --figure_name=gradual_vs_traditional.png

@@ -279,7 +279,8 @@ def _plus_minus(values: Sequence[float]) -> str:
 def learning_rate_decays(rows: Sequence[Dict]) -> int:
     """How often the learning rate fell from one epoch to the next within a phase."""
     return sum(1 for before, after in zip(rows, rows[1:])
-               if before["phase"] == after["phase"] and after["learning_rate"] < before["learning_rate"])
+               if before["phase"] == after["phase"] and None not in (before.get("learning_rate"), after.get("learning_rate"))
+               and after["learning_rate"] < before["learning_rate"])
 
 
 def arm_table(groups: Sequence[Arm]) -> List[str]:
