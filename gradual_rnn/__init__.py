@@ -28,6 +28,8 @@ _NAMES = {
     "TrainingDiverged": ("gradual_rnn.train.context", "TrainingDiverged"),
     "run_training": ("gradual_rnn.train.loop", "train"),
     "export_run": ("gradual_rnn.serve.export", "export_checkpoint"),
+    "load": ("gradual_rnn.serve.inference", "load"),
+    "ExportedModel": ("gradual_rnn.serve.inference", "ExportedModel"),
 }
 
 __all__ = sorted(_NAMES)

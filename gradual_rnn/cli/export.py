@@ -1,5 +1,7 @@
 """`python -m gradual_rnn export --save_path=RUN --export_dir=DIR [--checkpoint=best|latest|ckpt-N]
-[--depth=k] [--data_path=CORPUS]`: exports a run's checkpoint (`gradual_rnn.serve.export`).
+[--depth=k] [--tflite] [--data_path=CORPUS]`: exports a run's checkpoint (`gradual_rnn.serve.export`):
+model.keras, the SavedModel in saved_model/1/, vocab.txt, export.json, and with --tflite the
+streaming model.tflite.
 
 The run folder holds its vocabulary, so no corpus is needed; `--data_path` serves only a run from
 before 0.3.0, which keeps none. The flags and the run folder are checked before TensorFlow loads.
@@ -22,6 +24,8 @@ def define_flags(values: flags.FlagValues) -> flags.FlagValues:
                         "or a name like ckpt-42.", **define)
     flags.DEFINE_integer("depth", None, "Export layers 1..depth with head depth (default: the "
                          "checkpoint's depth).", lower_bound=1, **define)
+    flags.DEFINE_boolean("tflite", False, "Also write model.tflite: one token id and the state in, the "
+                         "log-probabilities and the state out (docs/serving.md).", **define)
     flags.DEFINE_string("data_path", None, "Only for a run from before 0.3.0 (no vocabulary of its "
                         "own): the corpus folder it was trained on (never downloads).", **define)
     flags.mark_flags_as_required(["save_path", "export_dir"], flag_values=values)
@@ -38,8 +42,8 @@ def main(arguments, values: flags.FlagValues) -> None:
     from gradual_rnn.serve import export  # TensorFlow loads here
 
     metadata = export.export_checkpoint(values.save_path, values.export_dir, data_dir, values.checkpoint,
-                                        values.depth)
-    print(json.dumps({key: metadata[key] for key in ("source", "depth", "weights")}, indent=2))
+                                        values.depth, with_tflite=values.tflite)
+    print(json.dumps({key: metadata[key] for key in ("source", "depth", "weights", "files")}, indent=2))
 
 
 def expected_errors():

@@ -1,10 +1,11 @@
 """`python -m gradual_rnn generate score|generate --export_dir=DIR ...`: scores text with, or generates
-text from, an export (`gradual_rnn.serve.generate`, which needs only TensorFlow and the export).
+text from, an export, through the inference API (`gradual_rnn.load`, which needs only TensorFlow and
+the export).
 
     python -m gradual_rnn generate score --export_dir=exports/small --text_file=ptb.test.txt \
         [--unknown=unk|drop] [--nocarry_state] [--show_sentences=5] [--json]
     python -m gradual_rnn generate generate --export_dir=exports/small --prompt="the company said" \
-        --num_words=20 --temperature=1.0 --top_k=0 --seed=1 [--uncapped]
+        --num_words=20 --temperature=1.0 --top_k=0 --top_p=1.0 --seed=1 [--uncapped]
 
 Every flag is checked before TensorFlow loads; generated words are written to stdout as they are drawn.
 """
@@ -17,6 +18,7 @@ from absl import flags
 
 from gradual_rnn.cli import common
 from gradual_rnn.serve import generate as generation
+from gradual_rnn.serve import inference
 
 SUBCOMMANDS = ("score", "generate")
 
@@ -25,7 +27,7 @@ def define_flags(values: flags.FlagValues) -> flags.FlagValues:
     define = dict(flag_values=values)
     flags.DEFINE_string("export_dir", None, "Folder written by python -m gradual_rnn export (required).", **define)
     flags.DEFINE_string("text_file", None, "score: the text to score, one sentence per line.", **define)
-    flags.DEFINE_enum("unknown", generation.DEFAULT_UNKNOWN, list(generation.UNKNOWN_ACTIONS),
+    flags.DEFINE_enum("unknown", inference.DEFAULT_UNKNOWN, list(inference.UNKNOWN_ACTIONS),
                       "score: what to do with words outside the vocabulary. unk (default): map each to "
                       "<unk> and score it, so every word of the text counts; drop: leave them out, as "
                       "training does with its valid and test splits. On PTB both agree (no such words); "
@@ -43,7 +45,10 @@ def define_flags(values: flags.FlagValues) -> flags.FlagValues:
                          **define)
     flags.DEFINE_float("temperature", 1.0, "generate: softmax temperature; 0 is greedy (argmax).", **define)
     flags.DEFINE_integer("top_k", 0, "generate: draw from the k most likely words only (0: all).", **define)
-    flags.DEFINE_integer("seed", 1, "generate: seed of the draws (>= 0).", **define)
+    flags.DEFINE_float("top_p", 1.0, "generate: draw from the smallest set of most likely words whose "
+                       "probability reaches p (nucleus sampling; 1: all), in (0, 1].", **define)
+    flags.DEFINE_integer("seed", 1, "generate: seed of the draws, 0 <= seed < 2**63 (a seed gives the same words "
+                         "on every machine).", **define)
     return values
 
 
@@ -58,7 +63,7 @@ def _score_problem(values) -> Optional[str]:
 def _generate_problem(values) -> Optional[str]:
     if not (values.prompt or "").split():
         return 'generate needs --prompt with at least one word, e.g. --prompt="the company said".'
-    return (generation.sampling_problem(values.num_words, values.temperature, values.top_k, values.seed)
+    return (inference.sampling_problem(values.num_words, values.temperature, values.top_k, values.top_p, values.seed)
             or generation.cap_problem(values.num_words, values.uncapped))
 
 
@@ -76,9 +81,9 @@ def check_command_line(arguments, values) -> str:
 
 def score(values) -> None:
     text = generation.read_text(values.text_file)
-    exported = generation.load_export(values.export_dir)
+    exported = inference.load(values.export_dir)
     sentences = generation.split_sentences(text, exported.eos)
-    scores = generation.score_sentences(exported, sentences, values.carry_state, unknown=values.unknown)
+    scores = exported.score_sentences(sentences, values.carry_state, unknown=values.unknown)
     shown = len(sentences) if values.show_sentences < 0 else min(values.show_sentences, len(sentences))
     if values.json:
         print(json.dumps(generation.score_summary(scores, exported.unk, values.carry_state, shown)))
@@ -100,12 +105,13 @@ def _print_score_table(scores, unk: str, carry_state: bool, shown: int) -> None:
 
 
 def generate(values) -> None:
-    exported = generation.load_export(values.export_dir)
+    exported = inference.load(values.export_dir)
     prompt = values.prompt or ""
-    words, unknown = generation.start_generation(exported, prompt, values.num_words, values.temperature,
-                                                 values.top_k, values.seed)
-    if unknown:
-        print(f"({unknown} prompt word(s) mapped to {exported.unk})", flush=True)
+    steps, unknown = exported.stream([prompt], values.num_words, values.temperature, values.top_k, values.top_p,
+                                     values.seed)
+    if unknown[0]:
+        print(f"({unknown[0]} prompt word(s) mapped to {exported.unk})", flush=True)
+    words = (step[0] for step in steps)
     generation.stream_text(itertools.chain(prompt.split(), words), sys.stdout, exported.eos)
 
 
@@ -115,7 +121,7 @@ def main(arguments, values: flags.FlagValues) -> None:
 
 
 def expected_errors():
-    return (generation.ExportUseError,)
+    return (inference.ExportUseError,)
 
 
 def run_main(argv=None) -> None:

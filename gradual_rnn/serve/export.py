@@ -1,16 +1,22 @@
-"""Exports a training checkpoint for inference: a `.keras` model, a TensorFlow SavedModel, the vocabulary.
+"""Exports a training checkpoint for inference: a `.keras` model, a TensorFlow SavedModel that takes
+text, optionally a streaming TFLite model, and the vocabulary.
 
     python -m gradual_rnn export --save_path=runs/small --export_dir=exports/small \
-        [--checkpoint=latest|best|ckpt-42] [--depth=k]
+        [--checkpoint=latest|best|ckpt-42] [--depth=k] [--tflite]
 
-Layout of an `--export_dir`::
+The folder (`serve/layout.py` knows it)::
 
     model.keras       the LanguageModel (depth k) for `keras.saving.load_model(path, safe_mode=True)`;
                       opening it needs `gradual_rnn` importable (its layers are registered there)
-    saved_model/      a TensorFlow SavedModel that needs only TensorFlow (signatures below)
+    saved_model/1/    a TensorFlow SavedModel that needs only TensorFlow, in TensorFlow Serving's
+                      `<model>/<version>/` layout: `serving_default` scores text, `generate` continues
+                      prompts, and the id signatures serve the Python API (serve/signatures.py)
+    model.tflite      with --tflite: one token and the state in, log-probabilities and the state out
+                      (serve/tflite.py)
     vocab.txt         one word per line; a word's id is its 0-based line number (the run folder's own
                       copy; a run from before runs kept one rebuilds it from the training file)
-    export.json       what was exported: config, depth, checkpoint, phase, epoch, perplexities
+    export.json       what was exported: config, depth, checkpoint, phase, epoch, perplexities, files,
+                      signatures
 
 Which checkpoint (the rule). `--checkpoint=best` (the default) exports the best-validation weights:
 the copy the trainer pins in `checkpoints/best`, or else the newest retained checkpoint holding them
@@ -25,22 +31,9 @@ false` and no perplexities.
 Depth. A checkpoint holds a depth-d model (d = the depth of its phase). `--depth=k` (1 <= k <= d,
 default d) exports layers 1..k with head k: exactly what `model(ids, state, depth=k)` computes.
 
-SavedModel signatures (state is `<float32>[depth, 2, batch, hidden]`, index 0 = c, 1 = h):
-
-    initial_state(batch_size <int32>[])                    -> state (zeros)
-    step(ids <int32>[batch, time], state)                  -> log_probs <float32>[batch, time, vocab],
-                                                              state
-    score_window(ids, targets <int32>[batch, time], state) -> target_log_probs <float32>[batch, time],
-                                                              state
-    score(ids <int32>[batch, time], lengths <int32>[batch]) -> nll_sum <float64>[batch],
-                                                              token_count <float64>[batch],
-                                                              target_log_probs <float32>[batch, time-1]
-
-`score` starts from the zero state and scores `ids[b, 1:lengths[b]]`, each from the ids before it;
-it needs time >= 2. Every signature takes a dynamic batch and time: the exported model runs with
-rnn_mode 'auto', which (with no state mask at inference) is `keras.layers.LSTM` over the whole window
-when forget_bias is 0 (every registered config) and otherwise one `BasicLSTM` step at a time in a
-graph loop. Both compute the same function as training's LSTM.
+The exported model runs with rnn_mode 'auto', which (with no state mask at inference) is
+`keras.layers.LSTM` over the whole window when forget_bias is 0 and a GPU is visible, and otherwise
+one `BasicLSTM` step at a time in a graph loop. Both compute the same function as training's LSTM.
 """
 import dataclasses
 import hashlib
@@ -56,17 +49,16 @@ from absl import logging
 from gradual_rnn.configs import Config
 from gradual_rnn.data import ptb
 from gradual_rnn.nn import language_model as lm
+from gradual_rnn.serve import layout, signatures, tflite
 from gradual_rnn.train import checkpoint
 from gradual_rnn.train.models import build_model
 from gradual_rnn.train.progress import Progress
 from gradual_rnn.train.run_folder import RunCheckpoint, RunFolder, RunFolderError, holds_best_weights, vocabulary_text
 
-FORMAT_VERSION = 1
-KERAS_FILE = "model.keras"
-SAVED_MODEL_DIR = "saved_model"
-VOCAB_FILE = "vocab.txt"
-METADATA_FILE = "export.json"
 INFERENCE_RNN_MODE = "auto"
+# The folder's names (serve/layout.py), as serve/tf1.py reads them from here.
+FORMAT_VERSION, KERAS_FILE, SAVED_MODEL_DIR = layout.FORMAT_VERSION, layout.KERAS_FILE, layout.SAVED_MODEL_DIR
+VOCAB_FILE, METADATA_FILE = layout.VOCAB_FILE, layout.METADATA_FILE
 
 
 class ExportError(ValueError):
@@ -155,90 +147,26 @@ def training_vocabulary(data_dir: str, vocab_size: int) -> List[str]:
     return sorted(vocabulary, key=vocabulary.get)
 
 
-# ----- serving functions -----
-def _state_pairs(state, depth: int):
-    return tuple((state[index, 0], state[index, 1]) for index in range(depth))
-
-
-def _state_tensor(pairs):
-    return tf.stack([tf.stack([cell, hidden]) for cell, hidden in pairs])
-
-
-def _run_one_step_at_a_time(model: lm.LanguageModel, ids, pairs):
-    """`model(ids, state)` as a graph loop of one-step calls (any rnn path, any time length)."""
-    num_steps = tf.shape(ids)[1]
-    logits = tf.TensorArray(tf.float32, size=num_steps)
-
-    def body(step, logits, state_tensor):
-        step_ids = ids[:, step][:, tf.newaxis]  # a static time of 1, which the basic path needs
-        step_logits, new_pairs = model(step_ids, _state_pairs(state_tensor, model.num_layers))
-        return step + 1, logits.write(step, step_logits[:, 0]), _state_tensor(new_pairs)
-
-    _, logits, state = tf.while_loop(lambda step, *_: step < num_steps, body,
-                                     (tf.constant(0), logits, _state_tensor(pairs)))
-    return tf.transpose(logits.stack(), [1, 0, 2]), _state_pairs(state, model.num_layers)
-
-
-def run_model(model: lm.LanguageModel, ids, state):
-    """logits `[batch, time, vocab]` and new state tensor for ids of any (dynamic) time length."""
-    pairs = _state_pairs(state, model.num_layers)
-    if all(model_layer.uses_cudnn_path() for model_layer in model.lstm_layers):
-        logits, new_pairs = model(ids, pairs)
-    else:
-        logits, new_pairs = _run_one_step_at_a_time(model, ids, pairs)
-    return logits, _state_tensor(new_pairs)
-
-
-def serving_functions(model: lm.LanguageModel):
-    """The signature functions of the SavedModel, by name, each with its input signature."""
-    depth, hidden = model.num_layers, model.hidden_size
-    state_spec = tf.TensorSpec([depth, 2, None, hidden], tf.float32, name="state")
-    ids_spec = tf.TensorSpec([None, None], tf.int32, name="ids")
-
-    def initial_state(batch_size):
-        return {"state": tf.zeros(tf.stack([depth, 2, batch_size, hidden]))}
-
-    def step(ids, state):
-        logits, new_state = run_model(model, ids, state)
-        return {"log_probs": tf.nn.log_softmax(logits), "state": new_state}
-
-    def score_window(ids, targets, state):
-        logits, new_state = run_model(model, ids, state)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-        return {"target_log_probs": -losses, "state": new_state}
-
-    def score(ids, lengths):
-        batch_size = tf.shape(ids)[0]
-        zeros = initial_state(batch_size)["state"]
-        target_log_probs = score_window(ids[:, :-1], ids[:, 1:], zeros)["target_log_probs"]
-        mask = tf.sequence_mask(lengths - 1, tf.shape(ids)[1] - 1, tf.float32)
-        target_log_probs *= mask
-        return {"nll_sum": -tf.reduce_sum(tf.cast(target_log_probs, tf.float64), axis=1),
-                "token_count": tf.reduce_sum(tf.cast(mask, tf.float64), axis=1),
-                "target_log_probs": target_log_probs}
-
-    return {
-        "initial_state": (initial_state, [tf.TensorSpec([], tf.int32, name="batch_size")]),
-        "step": (step, [ids_spec, state_spec]),
-        "score_window": (score_window, [ids_spec, tf.TensorSpec([None, None], tf.int32, name="targets"),
-                                        state_spec]),
-        "score": (score, [ids_spec, tf.TensorSpec([None], tf.int32, name="lengths")]),
-    }
-
-
-def write_saved_model(model: lm.LanguageModel, path: str) -> None:
-    """A SavedModel of `model` with the signatures of `serving_functions` (needs only TensorFlow).
+# ----- the SavedModel -----
+def write_saved_model(model: lm.LanguageModel, words: List[str], path: str, eos: str = ptb.EOS,
+                      unk: str = ptb.UNK) -> None:
+    """A SavedModel of `model` with the signatures of `signatures.serving_functions` (needs only
+    TensorFlow), the vocabulary `words` as a table inside it.
 
     A plain `tf.Module` tracks the model's TensorFlow variables once (keras.export.ExportArchive
     would store every weight twice, as a Keras and as a TensorFlow variable).
     """
     module = tf.Module()
     module.model_variables = [weight.value for weight in model.weights]
-    signatures = {}
-    for name, (function, signature) in serving_functions(model).items():
-        setattr(module, name, tf.function(function, input_signature=signature, autograph=False))
-        signatures[name] = getattr(module, name).get_concrete_function()
-    tf.saved_model.save(module, path, signatures=signatures)
+    try:
+        module.vocabulary = signatures.Vocabulary(words, eos, unk)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+    concrete = {}
+    for name, function in signatures.serving_functions(model, module.vocabulary).items():
+        setattr(module, name, function)
+        concrete[name] = function.get_concrete_function()
+    tf.saved_model.save(module, path, signatures=concrete)
 
 
 # ----- the export folder -----
@@ -247,8 +175,7 @@ def export_metadata(config: Config, chosen: RunCheckpoint, save_path: str, depth
     model_depth = chosen.progress.model_depth
     weights = describe_weights(chosen.progress, config.test_rule)
     return dict(
-        format_version=FORMAT_VERSION, source=dict(save_path=os.path.abspath(save_path),
-                                                   checkpoint=chosen.label),
+        source=dict(save_path=os.path.abspath(save_path), checkpoint=chosen.label),
         depth=depth, checkpoint_depth=model_depth, vocab_size=config.vocab_size,
         vocab_sha256=hashlib.sha256(vocabulary_text(words).encode("utf-8")).hexdigest(),
         hidden_size=config.hidden_size, eos=ptb.EOS, unk=ptb.UNK, inference_rnn_mode=INFERENCE_RNN_MODE,
@@ -256,8 +183,6 @@ def export_metadata(config: Config, chosen: RunCheckpoint, save_path: str, depth
         perplexities_note=(f"train/valid perplexities are those of the depth-{model_depth} model the "
                            f"checkpoint holds" + ("" if depth == model_depth else
                                                  f"; the exported depth-{depth} head was not scored")),
-        files=dict(keras=KERAS_FILE, saved_model=SAVED_MODEL_DIR, vocabulary=VOCAB_FILE),
-        signatures=sorted(("initial_state", "step", "score_window", "score")),
         versions=dict(tensorflow=tf.__version__, keras=keras.__version__),
         config=json.loads(config.to_json()))
 
@@ -267,7 +192,7 @@ def _prepare_export_dir(export_dir: str) -> str:
     if os.path.exists(export_dir):
         if not os.path.isdir(export_dir):
             raise ExportError(f"--export_dir {export_dir} exists and is not a folder.")
-        if os.listdir(export_dir) and not os.path.isfile(os.path.join(export_dir, METADATA_FILE)):
+        if os.listdir(export_dir) and not os.path.isfile(os.path.join(export_dir, layout.METADATA_FILE)):
             raise ExportError(f"--export_dir {export_dir} is a non-empty folder that holds no export; "
                               f"choose another folder.")
     temporary = f"{os.path.abspath(export_dir)}.tmp-{os.getpid()}"
@@ -276,22 +201,30 @@ def _prepare_export_dir(export_dir: str) -> str:
     return temporary
 
 
-def write_export(model: lm.LanguageModel, words: List[str], metadata: Dict, export_dir: str) -> None:
-    """Writes the four parts into a temporary folder, then moves it to `export_dir` (replacing an
-    earlier export there), so an interrupted export never leaves a half-written folder behind."""
+def write_export(model: lm.LanguageModel, words: List[str], metadata: Dict, export_dir: str,
+                 with_tflite: bool = False) -> Dict:
+    """Writes the parts into a temporary folder, then moves it to `export_dir` (replacing an earlier
+    export there), so an interrupted export never leaves a half-written folder behind. `metadata`
+    gains the format version, `files` and `signatures`; returns export.json's content."""
+    metadata = dict(metadata, format_version=layout.FORMAT_VERSION, files=layout.files(with_tflite),
+                    signatures=sorted(layout.SIGNATURES))
     temporary = _prepare_export_dir(export_dir)
     try:
-        keras.saving.save_model(model, os.path.join(temporary, KERAS_FILE))
-        write_saved_model(model, os.path.join(temporary, SAVED_MODEL_DIR))
-        with open(os.path.join(temporary, VOCAB_FILE), "w", encoding="utf-8") as handle:
+        keras.saving.save_model(model, os.path.join(temporary, layout.KERAS_FILE))
+        write_saved_model(model, words, layout.saved_model_path(temporary), metadata.get("eos", ptb.EOS),
+                          metadata.get("unk", ptb.UNK))
+        if with_tflite:
+            tflite.write_tflite(model, os.path.join(temporary, layout.TFLITE_FILE))
+        with open(os.path.join(temporary, layout.VOCAB_FILE), "w", encoding="utf-8") as handle:
             handle.write(vocabulary_text(words))
-        with open(os.path.join(temporary, METADATA_FILE), "w", encoding="utf-8") as handle:
+        with open(os.path.join(temporary, layout.METADATA_FILE), "w", encoding="utf-8") as handle:
             json.dump(metadata, handle, indent=2, sort_keys=True)
         shutil.rmtree(export_dir, ignore_errors=True)
         os.replace(temporary, export_dir)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    return metadata
 
 
 def read_run_config(save_path: str) -> Config:
@@ -302,15 +235,16 @@ def read_run_config(save_path: str) -> Config:
 
 
 def export_checkpoint(save_path: str, export_dir: str, data_dir: Optional[str] = None, which: str = "best",
-                      depth: Optional[int] = None) -> Dict:
-    """Exports one checkpoint of the run in `save_path` to `export_dir`; returns export.json's content.
-    `data_dir` is needed only for a run that keeps no vocabulary of its own (from before 0.3.0)."""
+                      depth: Optional[int] = None, with_tflite: bool = False) -> Dict:
+    """Exports one checkpoint of the run in `save_path` to `export_dir` (with `with_tflite`, also
+    model.tflite); returns export.json's content. `data_dir` is needed only for a run that keeps no
+    vocabulary of its own (from before 0.3.0)."""
     config = read_run_config(save_path)
     chosen = select_checkpoint(save_path, which)
     model, depth = load_checkpoint_model(config, chosen, depth)
     words = run_vocabulary(save_path, config.vocab_size, data_dir)
-    metadata = export_metadata(config, chosen, save_path, depth, words)
-    write_export(model, words, metadata, export_dir)
+    metadata = write_export(model, words, export_metadata(config, chosen, save_path, depth, words), export_dir,
+                            with_tflite)
     logging.info("Exported %s (phase %s, epoch %s, depth %d) to %s.", chosen.label,
                  metadata["weights"]["phase"], metadata["weights"]["epoch"], depth, export_dir)
     return metadata

@@ -19,7 +19,7 @@ from gradual_rnn.data import ptb
 from gradual_rnn.nn import language_model as lm
 from gradual_rnn.serve import export
 from gradual_rnn.cli import generate as generate_command
-from gradual_rnn.serve import generate
+from gradual_rnn.serve import generate, inference, layout, signatures
 from gradual_rnn.train import checkpoint as checkpoints
 from gradual_rnn.train import evaluate as evaluation
 from gradual_rnn.train import loop as trainer
@@ -91,6 +91,8 @@ def valid_perplexity(keras_model, run):
 def test_export_folder_describes_the_checkpoint(run):
     names = sorted(os.listdir(run.export_dir))
     assert names == ["export.json", "model.keras", "saved_model", "vocab.txt"]
+    assert os.listdir(os.path.join(run.export_dir, "saved_model")) == ["1"]  # TensorFlow Serving's <model>/<version>
+    assert run.metadata["files"]["saved_model"] == "saved_model/1" and "tflite" not in run.metadata["files"]
     with open(os.path.join(run.export_dir, "vocab.txt"), encoding="utf-8") as handle:
         assert handle.read().splitlines() == run.corpus.words()
     weights = run.metadata["weights"]
@@ -141,7 +143,7 @@ def test_saved_model_scores_the_same_without_gradual_rnn(run, tmp_path):
     np.savez(tmp_path / "windows.npz", inputs=inputs, targets=targets, rows=rows, lengths=lengths)
     script = tmp_path / "use_saved_model.py"
     script.write_text(SAVED_MODEL_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), os.path.join(run.export_dir, "saved_model"),
+    done = subprocess.run([sys.executable, str(script), layout.saved_model_path(run.export_dir),
                            str(tmp_path / "windows.npz")], capture_output=True, text=True, timeout=300,
                           cwd=tmp_path, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -157,23 +159,31 @@ def test_saved_model_scores_the_same_without_gradual_rnn(run, tmp_path):
     assert result["count"] == [6.0, 3.0]
 
 
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_cli_exports_a_lower_depth_of_a_named_checkpoint(run, tmp_path):
     from gradual_rnn.cli import export as export_command
 
     name = checkpoint_names(run.save_path)[0]
     with pytest.raises(SystemExit) as stopped:  # the command, in this process
         export_command.run_main(["export", f"--save_path={run.save_path}", f"--export_dir={tmp_path / 'd1'}",
-                                 f"--checkpoint={name}", "--depth=1"])
+                                 f"--checkpoint={name}", "--depth=1", "--tflite"])
     assert not stopped.value.code
     metadata = json.loads((tmp_path / "d1" / "export.json").read_text())
     assert (metadata["depth"], metadata["checkpoint_depth"], metadata["source"]["checkpoint"]) == (1, 2, name)
-    module = tf.saved_model.load(str(tmp_path / "d1" / "saved_model"))
+    assert metadata["files"]["tflite"] == "model.tflite"
+    module = tf.saved_model.load(layout.saved_model_path(str(tmp_path / "d1")))
     model = build_model(run.config, 2)
     checkpoints.restore_model(export.select_checkpoint(run.save_path, name).prefix, model)
     ids = run.corpus.test[None, :9]
     logits, _ = model(tf.constant(ids), model.initial_state(1), depth=1)
     exported = module.step(tf.constant(ids), module.initial_state(tf.constant(1))["state"])["log_probs"]
     np.testing.assert_allclose(exported.numpy(), tf.nn.log_softmax(logits).numpy(), rtol=1e-5, atol=1e-6)
+    runner = tf.lite.Interpreter(model_path=str(tmp_path / "d1" / "model.tflite")).get_signature_runner()
+    state = np.zeros([1, 2, 1, run.config.hidden_size], np.float32)
+    for position, token in enumerate(ids[0]):
+        streamed = runner(token=np.array([token], np.int32), state=state)
+        state = streamed["state"]
+        np.testing.assert_allclose(streamed["log_probs"][0], exported.numpy()[0, position], rtol=1e-5, atol=1e-5)
 
 
 def test_one_step_at_a_time_path_equals_the_model_when_forget_bias_is_not_zero():
@@ -181,11 +191,11 @@ def test_one_step_at_a_time_path_equals_the_model_when_forget_bias_is_not_zero()
                              rnn_mode="auto", seed=3)
     ids = tf.constant(np.arange(12).reshape(2, 6) % 11, tf.int32)
     state = tf.random.stateless_normal([2, 2, 2, 4], seed=[1, 2])
-    function = tf.function(export.run_model, reduce_retracing=True)
+    function = tf.function(signatures.run_model, reduce_retracing=True)
     logits, new_state = function(model, ids, state)
-    expected, expected_pairs = model(ids, export._state_pairs(state, 2))
+    expected, expected_pairs = model(ids, signatures.state_pairs(state, 2))
     np.testing.assert_allclose(logits.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(new_state.numpy(), export._state_tensor(expected_pairs).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(new_state.numpy(), signatures.state_tensor(expected_pairs).numpy(), rtol=1e-5)
 
 
 def test_checkpoint_rule_on_scripted_progress(run):
@@ -227,17 +237,24 @@ def greedy_words(run, prompt, count):
 
 
 def test_generation_is_seeded_and_greedy_at_temperature_zero(run):
-    exported = generate.load_export(run.export_dir)
-    first = generate.generate_words(exported, "w1 w2", 12, temperature=1.0, seed=5)
-    assert first == generate.generate_words(exported, "w1 w2", 12, temperature=1.0, seed=5)
+    exported = inference.load(run.export_dir)
+
+    def words(prompt="w1 w2", **settings):
+        return list(exported.generate([prompt], 12, **settings)[0].words)
+
+    assert words(seed=5) == words(seed=5) != words(seed=6)
     greedy = greedy_words(run, "w1 w2", 12)
-    assert generate.generate_words(exported, "w1 w2", 12, temperature=0.0)[0] == greedy
-    assert generate.generate_words(exported, "w1 w2", 12, temperature=1e-6, seed=3)[0] == greedy
-    assert generate.generate_words(exported, "w1 w2", 12, top_k=1, seed=9)[0] == greedy
+    assert words(temperature=0.0) == greedy
+    assert words(temperature=1e-6, seed=3) == greedy
+    assert words(top_k=1, seed=9) == greedy
+    assert words(top_p=1e-6, seed=9) == greedy  # the nucleus of the smallest mass is the most likely word
+    batch = exported.generate(["w1 w2", "w3", "w4 w5 w6"], 12, temperature=0.0)
+    assert [list(item.words) for item in batch] == [greedy_words(run, prompt, 12) for prompt in ("w1 w2", "w3",
+                                                                                                "w4 w5 w6")]
 
 
 def test_scoring_matches_the_model_in_both_modes(run):
-    exported = generate.load_export(run.export_dir)
+    exported = inference.load(run.export_dir)
     sentences = generate.split_sentences("w1 w2 zzz\nw3 qqq w4 w5\nw6", ptb.EOS)
     assert sentences == [["w1", "w2", "zzz", ptb.EOS], ["w3", "qqq", "w4", "w5", ptb.EOS], ["w6"]]
     vocabulary = run.corpus.vocabulary
@@ -250,10 +267,10 @@ def test_scoring_matches_the_model_in_both_modes(run):
 
     eos = vocabulary[ptb.EOS]
     stream = nll([eos] + sum(ids, []))
-    carried = generate.score_sentences(exported, sentences, carry_state=True, window=3)
+    carried = exported.score_sentences(sentences, carry_state=True, window=3)
     expected = [stream[:4].sum(), stream[4:9].sum(), stream[9:].sum()]
     np.testing.assert_allclose(carried.nll, expected, rtol=1e-5)
-    alone = generate.score_sentences(exported, sentences, carry_state=False)
+    alone = exported.score_sentences(sentences, carry_state=False)
     np.testing.assert_allclose(alone.nll, [nll([eos] + row).sum() for row in ids], rtol=1e-5)
     assert alone.unknown.tolist() == [1, 1, 0] and alone.tokens.tolist() == [4, 5, 1]
     assert carried.total_perplexity == pytest.approx(np.exp(stream.mean()), rel=1e-5)
@@ -268,14 +285,14 @@ def test_generate_commands_score_and_generate_from_the_trained_export(run, tmp_p
     scored = capsys.readouterr().out
     assert "sentences 2, tokens 7 (words and <eos>), words mapped to <unk>: 1" in scored
     assert "1 words not in the vocabulary were mapped to <unk>" in caplog.text
-    exported = generate.load_export(run.export_dir)
-    total = generate.score_sentences(exported, [["w1", "w2", "zzz", "<eos>"], ["w3", "w4", "<eos>"]])
+    exported = inference.load(run.export_dir)
+    total = exported.score_sentences([["w1", "w2", "zzz", "<eos>"], ["w3", "w4", "<eos>"]], carry_state=True)
     assert f"total perplexity {total.total_perplexity:.3f}" in scored
     generate_command.generate(generate_options(run.export_dir, prompt="w1 w2", num_words=8, temperature=0.7,
-                                                top_k=5, seed=4))
-    words, _ = generate.generate_words(exported, "w1 w2", 8, temperature=0.7, top_k=5, seed=4)
-    assert capsys.readouterr().out.strip() == generate.render(["w1", "w2"] + words).strip()
-    assert generate.render(["a", "<eos>", "b", "c"]) == "a\nb c"
+                                                top_k=5, top_p=0.8, seed=4))
+    [generated] = exported.generate(["w1 w2"], 8, temperature=0.7, top_k=5, top_p=0.8, seed=4)
+    assert capsys.readouterr().out.strip() == inference.render(["w1", "w2", *generated.words]).strip()
+    assert inference.render(["a", "<eos>", "b", "c"]) == "a\nb c"
 
 
 @pytest.fixture
@@ -285,41 +302,41 @@ def broken_copy(run, tmp_path):
 
 
 def test_bad_exports_give_clear_messages(run, broken_copy, tmp_path):
-    with pytest.raises(generate.ExportUseError, match="No export at .*does not exist"):
-        generate.load_export(str(tmp_path / "nowhere"))
+    with pytest.raises(inference.ExportUseError, match="No export at .*does not exist"):
+        inference.load(str(tmp_path / "nowhere"))
     vocab = broken_copy / "vocab.txt"
     vocab.write_text("".join(vocab.read_text().splitlines(keepends=True)[:-1]))
     size = run.config.vocab_size
     message = f"has {size - 1} words but the model has {size}: it is not"
-    with pytest.raises(generate.ExportUseError, match=message):
-        generate.load_export(str(broken_copy))
+    with pytest.raises(inference.ExportUseError, match=message):
+        inference.load(str(broken_copy))
     words = run.corpus.words()
     vocab.write_text("".join(f"{word}\n" for word in [words[1], words[0]] + words[2:]))
-    with pytest.raises(generate.ExportUseError, match="differs from the one exported with this model"):
-        generate.load_export(str(broken_copy))
+    with pytest.raises(inference.ExportUseError, match="differs from the one exported with this model"):
+        inference.load(str(broken_copy))
     shutil.copy(os.path.join(run.export_dir, "vocab.txt"), vocab)
-    (broken_copy / "saved_model" / "saved_model.pb").write_bytes(b"\x00garbage")
-    with pytest.raises(generate.ExportUseError, match="cannot be loaded .*corrupted or incomplete"):
-        generate.load_export(str(broken_copy))
+    (broken_copy / "saved_model" / "1" / "saved_model.pb").write_bytes(b"\x00garbage")
+    with pytest.raises(inference.ExportUseError, match="cannot be loaded .*corrupted or incomplete"):
+        inference.load(str(broken_copy))
     (broken_copy / "export.json").write_text("{not json")
-    with pytest.raises(generate.ExportUseError, match="export.json is corrupted"):
-        generate.load_export(str(broken_copy))
+    with pytest.raises(inference.ExportUseError, match="export.json is corrupted"):
+        inference.load(str(broken_copy))
     done = run_module("generate", "score", f"--export_dir={broken_copy}", f"--text_file={vocab}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "ExportUseError:" in done.stderr and "export.json is corrupted" in done.stderr
 
 
 def test_bad_prompts_and_words_give_clear_messages(run):
-    exported = generate.load_export(run.export_dir)
-    with pytest.raises(generate.ExportUseError, match="The prompt is empty"):
-        generate.generate_words(exported, "   ", 5)
-    with pytest.raises(generate.ExportUseError, match="temperature must be"):
-        generate.generate_words(exported, "w1", 5, temperature=-1.0)
-    assert generate.to_ids(exported, ["w1", "zzz", "yyy"])[1] == 2
+    exported = inference.load(run.export_dir)
+    with pytest.raises(inference.ExportUseError, match="Prompt 1 of 1 is empty"):
+        exported.generate(["   "], 5)
+    with pytest.raises(inference.ExportUseError, match="temperature must be"):
+        exported.generate(["w1"], 5, temperature=-1.0)
+    assert exported.to_ids(["w1", "zzz", "yyy"])[1] == 2
     without_unk = dataclasses.replace(exported, words=[w for w in exported.words if w != ptb.UNK])
     message = r"1 word\(s\) are not in the vocabulary .*'zzz'.* no <unk>"
-    with pytest.raises(generate.ExportUseError, match=message):
-        generate.to_ids(without_unk, ["w1", "zzz"])
+    with pytest.raises(inference.ExportUseError, match=message):
+        without_unk.to_ids(["w1", "zzz"])
 
 
 def test_bad_export_requests_give_clear_messages(run, tmp_path):
@@ -360,11 +377,11 @@ def test_corrupted_checkpoints_are_named_or_skipped(run, tmp_path):
 NO_CORPUS_SCRIPT = textwrap.dedent("""
     import json, os, sys
     from gradual_rnn import export_run
-    from gradual_rnn.serve import generate, report
+    from gradual_rnn.serve import generate, inference, report
     save_path, export_dir, text, out = sys.argv[1:]
     export_run(save_path, export_dir)
-    exported = generate.load_export(export_dir)
-    scores = generate.score_sentences(exported, generate.split_sentences(open(text).read()))
+    exported = inference.load(export_dir)
+    scores = exported.score_sentences(generate.split_sentences(open(text).read()), carry_state=True)
     written = report.write_report([save_path], out)
     print(json.dumps(dict(perplexity=scores.total_perplexity, table=written["table"])))
 """)
@@ -382,8 +399,8 @@ def test_export_score_and_report_need_no_corpus(run, tmp_path):
                            str(tmp_path / "report")], capture_output=True, text=True, timeout=300, env=environment)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    expected = generate.score_sentences(generate.load_export(str(tmp_path / "e")),
-                                        generate.split_sentences(text.read_text())).total_perplexity
+    expected = inference.load(str(tmp_path / "e")).score_sentences(
+        generate.split_sentences(text.read_text()), carry_state=True).total_perplexity
     assert result["perplexity"] == pytest.approx(expected, rel=1e-9)
     assert "| run | tiny | measured | all | 2 | 2 |" in open(result["table"]).read()
     assert not os.path.exists(tmp_path / "empty_cache")

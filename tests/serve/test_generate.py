@@ -1,10 +1,12 @@
-"""Scoring and generation from an export (`gradual_rnn.serve.generate`): out-of-vocabulary words in
-`score`, streamed generation. The export is a tiny untrained model (no training run)."""
+"""Scoring and generation from an export through the `generate` command's helpers
+(`gradual_rnn.serve.generate`) and the inference API: out-of-vocabulary words in `score`, streamed
+generation. The export is a tiny untrained model (no training run), written once per test process
+and shared by tests/serve/test_inference.py and tests/cli/test_generate.py."""
 import dataclasses
+import functools
 import io
 import json
 import os
-import subprocess
 import sys
 import types
 
@@ -16,37 +18,49 @@ from gradual_rnn import configs
 from gradual_rnn.cli import generate as generate_command
 from gradual_rnn.serve import export
 from gradual_rnn.serve import generate
+from gradual_rnn.serve import inference
 from gradual_rnn.train.models import build_model
 
 WORDS = ["<unk>", "<eos>"] + [f"w{i}" for i in range(10)]
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
+@functools.lru_cache(maxsize=None)
+def _write_tiny_export(directory):
     """An export of a seeded, untrained 2-layer model over WORDS (init_scale 1: peaked predictions)."""
     config = configs.Config(name="tiny", num_layers=2, hidden_size=8, num_steps=5, vocab_size=len(WORDS),
                             init_scale=1.0, seed=11)
     model = build_model(config)
     model(tf.zeros([1, 1], tf.int32), model.initial_state(1))
-    directory = str(tmp_path_factory.mktemp("generate") / "exported")
     export.write_export(model, WORDS, dict(vocab_size=len(WORDS), eos="<eos>", unk="<unk>"), directory)
     return directory
 
 
-@pytest.fixture(scope="module")
+@functools.lru_cache(maxsize=None)
+def _load(directory):
+    return inference.load(directory)
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory):
+    """The tiny export, written once per test process (the modules that import this fixture share it)."""
+    return _write_tiny_export(str(tmp_path_factory.getbasetemp() / "tiny_export"))
+
+
+@pytest.fixture(scope="session")
 def exported(export_dir):
-    return generate.load_export(export_dir)
+    return _load(export_dir)
 
 
-def score_text(exported, text, **options):
-    return generate.score_sentences(exported, generate.split_sentences(text), **options)
+def score_text(exported, text, carry_state=True, **options):
+    """`text` read as the command reads a file, scored as one stream unless carry_state=False."""
+    return exported.score_sentences(generate.split_sentences(text), carry_state, **options)
 
 
 def options(export_dir, **values):
     defaults = dict(export_dir=export_dir, text_file=None, unknown="unk", carry_state=True, show_sentences=5,
                     json=False, prompt="w1 w2", num_words=20, uncapped=False, temperature=1.0, top_k=0,
-                    seed=1)
+                    top_p=1.0, seed=1)
     return types.SimpleNamespace(**dict(defaults, **values))
 
 
@@ -68,7 +82,7 @@ def test_drop_scores_the_text_without_the_word_and_unk_differs(exported, carry_s
 
 def test_default_maps_to_unk(exported):
     default = score_text(exported, "w1 zzz\n")
-    assert default.unknown_mode == generate.DEFAULT_UNKNOWN == "unk"
+    assert default.unknown_mode == inference.DEFAULT_UNKNOWN == "unk"
     assert default.nll == pytest.approx(score_text(exported, "w1 <unk>\n").nll)
 
 
@@ -83,17 +97,17 @@ def test_a_line_left_empty_by_drop_has_no_tokens_and_no_perplexity(exported):
 
 def test_drop_needs_no_unk_and_refuses_a_text_with_nothing_left(exported):
     without_unk = dataclasses.replace(exported, words=[word for word in exported.words if word != "<unk>"])
-    ids, count = generate.known_ids(without_unk, ["w1", "zzz", "w2"], "drop")
+    ids, count = without_unk.known_ids(["w1", "zzz", "w2"], "drop")
     assert count == 1 and [without_unk.words[i] for i in ids] == ["w1", "w2"]
-    with pytest.raises(generate.ExportUseError, match="Nothing is left to score: all 2 words are outside"):
+    with pytest.raises(inference.ExportUseError, match="Nothing is left to score: all 2 words are outside"):
         score_text(exported, "zzz qqq", unknown="drop")
-    with pytest.raises(generate.ExportUseError, match="--unknown must be one of unk, drop, got 'keep'"):
+    with pytest.raises(inference.ExportUseError, match="--unknown must be one of unk, drop, got 'keep'"):
         score_text(exported, "w1\n", unknown="keep")
 
 
 def test_score_output_and_log_name_the_count_and_what_was_done(export_dir, exported, tmp_path, capsys, caplog,
                                                                  monkeypatch):
-    monkeypatch.setattr(generate, "load_export", lambda directory: exported)
+    monkeypatch.setattr(inference, "load", lambda directory: exported)
     text = tmp_path / "text.txt"
     text.write_text("w1 w2 zzz\nw3 qqq w4\n")
     generate_command.score(options(export_dir, text_file=str(text), unknown="drop"))
@@ -115,7 +129,7 @@ def test_score_output_and_log_name_the_count_and_what_was_done(export_dir, expor
 
 
 def test_json_has_no_nan(export_dir, exported, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(generate, "load_export", lambda directory: exported)
+    monkeypatch.setattr(inference, "load", lambda directory: exported)
     text = tmp_path / "text.txt"
     text.write_text("w1 w2\nzzz")
     generate_command.score(options(export_dir, text_file=str(text), unknown="drop", json=True))
@@ -129,7 +143,7 @@ def test_json_has_no_nan(export_dir, exported, tmp_path, capsys, monkeypatch):
 def test_streamed_text_is_the_rendered_text(words):
     out = io.StringIO()
     assert generate.stream_text(words, out) == len(words)
-    assert out.getvalue() == generate.render(words) + "\n"
+    assert out.getvalue() == inference.render(words) + "\n"
 
 
 class Recorder(io.StringIO):
@@ -141,20 +155,28 @@ class Recorder(io.StringIO):
         self.flushed = self.getvalue()
 
 
+class RecordingModule:
+    """The SavedModel, noting how much of stdout had been flushed whenever a word is drawn."""
+
+    def __init__(self, module, recorder):
+        self.module, self.recorder, self.flushed_at_draw = module, recorder, []
+
+    def draw_next(self, *args):
+        self.flushed_at_draw.append(len(self.recorder.flushed))
+        return self.module.draw_next(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+
 def test_generate_writes_each_word_before_drawing_the_next(export_dir, exported, monkeypatch):
-    recorder, flushed_at_draw = Recorder(), []
-    choose = generate.choose_next
-
-    def recording_choose(*args):
-        flushed_at_draw.append(len(recorder.flushed))
-        return choose(*args)
-
+    recorder = Recorder()
+    recording = RecordingModule(exported.module, recorder)
     monkeypatch.setattr(sys, "stdout", recorder)
-    monkeypatch.setattr(generate, "load_export", lambda directory: exported)
-    monkeypatch.setattr(generate, "choose_next", recording_choose)
-    generate_command.generate(options(export_dir, num_words=12, temperature=0.8, seed=3))
+    monkeypatch.setattr(inference, "load", lambda directory: dataclasses.replace(exported, module=recording))
+    generate_command.generate(options(export_dir, num_words=12, temperature=0.8, top_p=0.9, seed=3))
+    flushed_at_draw = recording.flushed_at_draw
     assert len(flushed_at_draw) == 12
     assert all(later > earlier for earlier, later in zip(flushed_at_draw, flushed_at_draw[1:]))
-    monkeypatch.setattr(generate, "choose_next", choose)
-    words, _ = generate.generate_words(exported, "w1 w2", 12, temperature=0.8, seed=3)
-    assert recorder.getvalue() == generate.render(["w1", "w2"] + words) + "\n"
+    [generated] = exported.generate(["w1 w2"], 12, temperature=0.8, top_p=0.9, seed=3)
+    assert recorder.getvalue() == inference.render(["w1", "w2", *generated.words]) + "\n"

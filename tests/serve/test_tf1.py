@@ -111,7 +111,7 @@ def test_export_of_an_imported_head_scores_like_the_imported_model(ptb_dir, tmp_
     loaded = keras.saving.load_model(os.path.join(export_dir, "model.keras"))
     logits, _ = loaded(ids, loaded.initial_state(1))
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
-    saved = tf.saved_model.load(os.path.join(export_dir, "saved_model"))
+    saved = tf.saved_model.load(os.path.join(export_dir, "saved_model", "1"))
     log_probs = saved.step(tf.constant(ids), saved.initial_state(tf.constant(1))["state"])["log_probs"]
     np.testing.assert_allclose(log_probs, tf.nn.log_softmax(expected), rtol=1e-5, atol=1e-4)
 
