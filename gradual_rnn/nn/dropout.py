@@ -45,10 +45,23 @@ def sample_variational_masks(seed, batch_size: int, units: int,
                 pair.append(None)
                 continue
             layer_seed = tf.random.experimental.stateless_fold_in(seed, 2 * layer + kind)
-            uniform = tf.random.stateless_uniform([batch_size, units], seed=layer_seed)
-            pair.append(tf.cast(uniform < keep, tf.float32) / keep)
+            pair.append(variational_mask(layer_seed, [batch_size, units], keep))
         masks.append(tuple(pair))
     return masks
+
+
+def variational_mask(seed, shape, keep: float):
+    """One stream's mask, `bernoulli(keep) / keep` as `<float32>shape`, a stateless function of
+    `seed` `<int>[2]` (Gal & Ghahramani: drawn once per sequence, applied at every step)."""
+    uniform = tf.random.stateless_uniform(shape, seed=seed)
+    return tf.cast(uniform < keep, tf.float32) / keep
+
+
+def stateless_seed(seed):
+    """A stateless seed `<int>[2]` from an int (`[seed, 0]`) or from a seed tensor (unchanged)."""
+    if isinstance(seed, int):
+        return tf.constant([seed % (2 ** 31), 0], tf.int32)
+    return tf.convert_to_tensor(seed)
 
 
 def stateless_dropout(inputs, keep: float, seed):

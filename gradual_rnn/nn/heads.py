@@ -61,8 +61,11 @@ class TiedSoftmaxHead(keras.layers.Layer):
         self.vocab_size = vocab_size
         self.init_scale = init_scale
         self.seed = seed
-        self.output_bias = self.add_weight(
-            shape=(vocab_size,), initializer=uniform_initializer(init_scale, seed), name="output_bias")
+        self.output_bias = None
+
+    def build(self, input_shape=None):
+        self.output_bias = self.add_weight(shape=(self.vocab_size,), name="output_bias",
+                                           initializer=uniform_initializer(self.init_scale, self.seed))
 
     def call(self, outputs, embedding):
         logits = tf.einsum("btu,vu->btv", tf.cast(outputs, self.product_dtype),
@@ -97,11 +100,14 @@ class SoftmaxHead(keras.layers.Layer):
         self.units = units
         self.init_scale = init_scale
         self.seed = seed
-        second_seed = None if seed is None else seed + 1
-        self.softmax_w = self.add_weight(shape=(units, vocab_size), name="softmax_w",
-                                         initializer=uniform_initializer(init_scale, seed))
-        self.softmax_b = self.add_weight(shape=(vocab_size,), name="softmax_b",
-                                         initializer=uniform_initializer(init_scale, second_seed))
+        self.softmax_w, self.softmax_b = None, None
+
+    def build(self, input_shape=None):
+        second_seed = None if self.seed is None else self.seed + 1
+        self.softmax_w = self.add_weight(shape=(self.units, self.vocab_size), name="softmax_w",
+                                         initializer=uniform_initializer(self.init_scale, self.seed))
+        self.softmax_b = self.add_weight(shape=(self.vocab_size,), name="softmax_b",
+                                         initializer=uniform_initializer(self.init_scale, second_seed))
 
     def call(self, outputs):
         logits = tf.einsum("btu,uv->btv", tf.cast(outputs, self.product_dtype),

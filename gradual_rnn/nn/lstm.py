@@ -1,4 +1,8 @@
-"""The LSTM layer of both references: TF1 BasicLSTMCell math, explicit state, two compute paths.
+"""The LSTM layers: TF1 BasicLSTMCell math, variational dropout, two compute paths.
+
+`VariationalLSTM` is the Keras layer (any time length, optional state, `training=` switching its
+dropout, `keras.Sequential`-ready); `BasicLSTM` is the same layer with the explicit-state call of
+gradual_rnn 0.x. `lstm_recurrence` is the window's recurrence with a hand-written backward pass.
 
 Gate math (TF1 `BasicLSTMCell`, Zaremba et al. 2014; the GL code uses the same cell)::
 
@@ -19,6 +23,8 @@ import tensorflow as tf
 
 from gradual_rnn import hardware
 from gradual_rnn.nn.base import PACKAGE, compute_dtype, uniform_initializer
+from gradual_rnn.nn.dropout import stateless_seed, variational_mask
+
 
 class LSTMState(NamedTuple):
     """The recurrent state of one LSTM layer: the cell `c` and the output `h` fed back, each
@@ -116,8 +122,8 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
                     forget_bias: float = 0.0, groups: Optional[int] = None):
     """The recurrent part of a BasicLSTM window with a hand-written backward pass.
 
-    projected: `<float>[batch, time, 4 units]`, the input projection `x W + b` of every step (static
-    time). cell, hidden: the incoming state. recurrent_mask: `<float>[batch, units]` or None, applied
+    projected: `<float>[batch, time, 4 units]`, the input projection `x W + b` of every step; a time
+    length unknown when the graph is traced runs one step per loop iteration. cell, hidden: the incoming state. recurrent_mask: `<float>[batch, units]` or None, applied
     to the h fed back (see `BasicLSTM`). detach: `<bool>[time]` or None, h-detach coins.
     groups: how many row groups of the batch step side by side (see `batch_groups`, the default).
     Returns (outputs `<float>[batch, time, units]`, (cell, hidden)), the same values as stepping
@@ -138,16 +144,18 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
     batch is its own chain of kernels; the groups are joined again for the weight gradient.
     """
     num_steps = projected.shape[1]
-    if num_steps is None:
-        raise ValueError("BasicLSTM's basic path needs a static number of time steps.")
     units = recurrent_kernel.shape[0]
     if groups is None:
         groups = batch_groups(projected.shape[0], units)
     has_mask, has_detach = recurrent_mask is not None, detach is not None
     mask = recurrent_mask if has_mask else tf.zeros([0], projected.dtype)
     state_dtype, product_dtype = cell.dtype, recurrent_kernel.dtype
-    block = steps_per_block(num_steps)
-    num_blocks = num_steps // block
+    if num_steps is None:  # a time length known only when the graph runs: one step per iteration
+        block, num_steps = 1, tf.shape(projected)[1]
+        num_blocks = num_steps
+    else:
+        block = steps_per_block(num_steps)
+        num_blocks = num_steps // block
 
     def split_rows(tensor, axis=0):
         """The row groups of a tensor whose `axis` is the batch."""
@@ -269,53 +277,93 @@ def lstm_recurrence(projected, cell, hidden, recurrent_kernel, recurrent_mask=No
 
 @dataclasses.dataclass
 class StepTrace:
-    """One layer's window, step by step (see `BasicLSTM.stepwise`): `step(t, (c, h)) -> h_t`, and
-    the c_t and h_t of every step t (outputs, unmasked)."""
+    """One layer's window, step by step (see `VariationalLSTM.stepwise`): `step(t, (c, h)) -> h_t`,
+    and the c_t and h_t of every step t (outputs, unmasked)."""
 
     step: Callable
     cells: List
     hiddens: List
 
 
+MASK_POLICIES = ("per_call", "fixed")
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class BasicLSTM(keras.layers.Layer):
-    """An LSTM layer over one window with the TF1 BasicLSTMCell math and explicit state.
+class VariationalLSTM(keras.layers.Layer):
+    """An LSTM layer with the TF1 BasicLSTMCell math and variational dropout.
 
-    call(inputs `<float>[batch, time, input]`, state `(c, h)` each `<float>[batch, units]`,
-    recurrent_mask `<float>[batch, units]` or None) -> (outputs `<float>[batch, time, units]`,
-    new state `(c, h)`).
+    call(inputs `<float>[batch, time, features]` (any time length), initial_state=None,
+         training=None, masks=None, seed=None, detach=None)
+      -> outputs `<float>[batch, time, units]` (`return_sequences`) or the last step's
+         `<float>[batch, units]`; with `return_state`, `(outputs, LSTMState(cell, hidden))`.
 
-    `recurrent_mask` is the variational state mask of Gal & Ghahramani as the GL code applies it: the
-    h fed back at every step (and returned as state, to be carried into the next window) is
-    `h * recurrent_mask`, where the mask already holds `bernoulli(keep) / keep`. c is never masked.
-    The outputs are the unmasked h of every step.
+    initial_state: an `LSTMState(cell, hidden)` or a pair `(c, h)`, each `<float32>[batch, units]`
+    (note the order: Keras's own LSTM takes `[h, c]`); None starts from zeros, or, with
+    `stateful=True`, from the state the previous call of the same batch size left (see below).
+
+    Variational dropout (Gal & Ghahramani 2016, as the Gradual Learning paper, Aharoni et al. 2017,
+    §3.3, uses it): while training, one mask `m_out = bernoulli(keep_output) / keep_output` and one
+    `m_state = bernoulli(keep_state) / keep_state`, each `[batch, units]`, are drawn per call and
+    applied at every step::
+
+        h_t = tanh(c_t) * sigmoid(o_t)            c_t is never masked
+        output_t = h_t * m_out                    what the layer returns
+        h fed into step t+1 = h_t * m_state       also the h of the returned state
+
+    Keras's `LSTM(recurrent_dropout=...)` instead draws a mask per gate and new masks at every call.
+    The masks are stateless functions of a seed `<int>[2]`: the `seed` given to the call, else the
+    layer's `seed_generator` (seeded from `seed + 2` of the constructor). `mask_policy`:
+
+      * `per_call`: every training call draws new masks (it advances the generator; Keras's habit);
+      * `fixed`: every training call applies the masks of the generator's current state, held
+        until `refresh_masks(seed)` is called (the paper's masks, new once per epoch: see
+        `gradual_rnn.train.gradual.RefreshMasks`).
+
+    `masks=(output_mask, state_mask)` hands the call its masks (`bernoulli(keep) / keep` values,
+    either None to skip): they are applied as given, whatever `training` says. The package's trainer
+    draws its own per (phase, epoch, window) key and passes them so.
 
     Two paths compute the same function from the same variables:
-      * `basic`: the input projection of all time steps as one matrix multiply, then only the
-        recurrent part step by step. Needed whenever there is a recurrent mask.
+      * `basic`: the input projection of every step as one matrix product, then the recurrence
+        (`lstm_recurrence`, a hand-written backward pass). Needed whenever there is a state mask.
         `block` names the same path: the tutorial's `LSTMBlockCell` computes this math too (forget
         bias 0), under other checkpoint names (which `serve.tf1` reads and writes).
       * `cudnn`: `keras.layers.LSTM` with tanh / sigmoid, bias, no recurrent dropout, not unrolled:
-        the arguments for which Keras runs its fused cuDNN kernel on a GPU (its generic loop on
-        a CPU). Only with forget_bias 0 and no recurrent mask.
+        the arguments for which Keras runs its fused cuDNN kernel on a GPU (its generic loop on a
+        CPU). Only with forget_bias 0 and no state mask.
     `rnn_mode='auto'` takes `cudnn` when the call allows it and a GPU is visible, `basic` otherwise.
+
+    stateful: a call without `initial_state` starts from the state the previous such call left when
+    its batch size is the same, else from zeros, and holds its own new state; `reset_state()` forgets
+    it. The held state is a plain value: no gradient crosses from one call to the next (truncated
+    backpropagation through time), so consecutive windows of the same streams train as the
+    package's trainer trains them. Not with XLA.
+
+    detach: None, or `<bool>[time]` for h-detach (Kanuparthi et al. 2019): where true, the gradient
+    through h_{t-1} into the gates of step t is blocked (values unchanged); it needs the basic path.
     """
 
-    def __init__(self, units: int, init_scale: float = 0.1, forget_bias: float = 0.0,
+    def __init__(self, units: int, keep_output: float = 1.0, keep_state: float = 1.0,
+                 mask_policy: str = "per_call", forget_bias: float = 0.0, init_scale: float = 0.1,
+                 return_sequences: bool = False, return_state: bool = False, stateful: bool = False,
                  rnn_mode: str = "auto", seed: Optional[int] = None, precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
         self.product_dtype = compute_dtype(precision)
         self.precision = precision
-        if rnn_mode not in RNN_MODES:
-            raise ValueError(f"rnn_mode={rnn_mode!r} is not one of {RNN_MODES}.")
+        _check_choice("rnn_mode", rnn_mode, RNN_MODES)
+        _check_choice("mask_policy", mask_policy, MASK_POLICIES)
         if rnn_mode == "cudnn" and forget_bias:
             raise ValueError("rnn_mode='cudnn' needs forget_bias=0: the fused kernel adds no constant "
                              "to the forget gate. Use rnn_mode='basic' or 'auto'.")
-        self.units = units
-        self.init_scale = init_scale
-        self.forget_bias = forget_bias
-        self.rnn_mode = rnn_mode
-        self.seed = seed
+        self.units, self.init_scale, self.forget_bias = units, init_scale, forget_bias
+        self.rnn_mode, self.mask_policy = rnn_mode, mask_policy
+        self.set_dropout(keep_output, keep_state)
+        self.return_sequences, self.return_state = return_sequences, return_state
+        self.stateful, self.seed = stateful, seed
+        self.supports_jit = not stateful
+        self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 2,
+                                                         name="mask_seed_generator")
+        self.held_state, self.held_rows = None, None
         second_seed = None if seed is None else seed + 1
         self.lstm = keras.layers.LSTM(
             units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
@@ -326,6 +374,12 @@ class BasicLSTM(keras.layers.Layer):
 
     def build(self, input_shape):
         self.lstm.build(input_shape)
+        if self.stateful:
+            with tf.init_scope():  # plain values of any batch size, not weights
+                self.held_state = LSTMState(*(tf.Variable(tf.zeros([0, self.units]), trainable=False,
+                                                          shape=tf.TensorShape([None, self.units]))
+                                              for _ in range(2)))
+                self.held_rows = tf.Variable(0, trainable=False)  # the batch size held (0: none)
 
     @property
     def kernel(self):
@@ -339,8 +393,55 @@ class BasicLSTM(keras.layers.Layer):
     def bias(self):
         return self.lstm.cell.bias
 
+    # ----- the masks -----
+    def set_dropout(self, keep_output: float, keep_state: float) -> None:
+        """Sets the keep probabilities of the layer's own masks (e.g. per gradual-learning phase; a
+        compiled function traced before keeps the old ones)."""
+        for name, keep in (("keep_output", keep_output), ("keep_state", keep_state)):
+            if not 0.0 < keep <= 1.0:
+                raise ValueError(f"{name}={keep} is outside (0, 1].")
+        if self.rnn_mode == "cudnn" and keep_state < 1.0:
+            raise ValueError("rnn_mode='cudnn' cannot apply a recurrent (state) mask; "
+                             "use rnn_mode='auto' or 'basic', or keep_state=1.0.")
+        self.keep_output, self.keep_state = float(keep_output), float(keep_state)
+
+    def draw_masks(self, batch_size, seed):
+        """`(output_mask, state_mask)` from the stateless `seed` (an int or `<int>[2]`), each
+        `<float32>[batch_size, units]`, or None where the keep probability is 1."""
+        seed = stateless_seed(seed)
+        return tuple(None if keep >= 1.0 else variational_mask(
+            tf.random.experimental.stateless_fold_in(seed, kind), [batch_size, self.units], keep)
+            for kind, keep in enumerate((self.keep_output, self.keep_state)))
+
+    def current_masks(self, batch_size):
+        """The masks the next training call (given no masks nor seed) applies."""
+        return self.draw_masks(batch_size, self.seed_generator.state.value)
+
+    def refresh_masks(self, seed=None) -> None:
+        """New masks from now on (`fixed` policy): from the next seed of the generator, or from
+        `seed` (an int or `<int>[2]`), which makes them reproducible."""
+        if seed is None:
+            self.seed_generator.next()
+            return
+        self.seed_generator.state.assign(tf.cast(stateless_seed(seed), self.seed_generator.state.dtype))
+
+    def _call_masks(self, batch_size, training, seed):
+        if not training or (self.keep_output >= 1.0 and self.keep_state >= 1.0):
+            return None, None
+        if seed is None:
+            fixed = self.mask_policy == "fixed"
+            seed = self.seed_generator.state.value if fixed else self.seed_generator.next()
+        return self.draw_masks(batch_size, seed)
+
+    def drop_output(self, outputs, output_mask):
+        """`outputs * output_mask` at every step (`[batch, time, units]` and `[batch, units]`)."""
+        if output_mask is None:
+            return outputs
+        return outputs * tf.cast(output_mask, outputs.dtype)[:, tf.newaxis, :]
+
+    # ----- the paths -----
     def cudnn_eligible(self, recurrent_mask=None) -> bool:
-        """Whether a call with this recurrent mask may run on keras.layers.LSTM's fused cuDNN kernel
+        """Whether a call with this state mask may run on keras.layers.LSTM's fused cuDNN kernel
         (on a GPU): not forced to `basic`, no state mask, no forget bias (the arguments are fixed
         at construction). Raises for `rnn_mode='cudnn'` with a state mask."""
         if self.rnn_mode in ("basic", "block"):
@@ -353,7 +454,7 @@ class BasicLSTM(keras.layers.Layer):
         return not self.forget_bias
 
     def uses_cudnn_path(self, recurrent_mask=None) -> bool:
-        """Whether a call with this recurrent mask runs on keras.layers.LSTM.
+        """Whether a call with this state mask runs on keras.layers.LSTM.
 
         `cudnn` always does. `auto` does when the call is cuDNN-eligible and a GPU is visible: on a
         CPU, Keras runs its generic loop, which is slower than the basic path (BUILD.md)."""
@@ -361,20 +462,62 @@ class BasicLSTM(keras.layers.Layer):
             return False
         return self.rnn_mode == "cudnn" or hardware.gpu_available()
 
-    def call(self, inputs, state, recurrent_mask=None, detach=None, training=False):
-        """detach: None, or `<bool>[time]` for h-detach (Kanuparthi et al. 2019): where true, the
-        gradient through h_{t-1} into the gates of step t is blocked (values unchanged); it needs
-        the basic path."""
-        if detach is None and self.uses_cudnn_path(recurrent_mask):
-            cell, hidden = state
-            outputs, hidden, cell = self.lstm(inputs, initial_state=[hidden, cell], training=training)
-            return outputs, LSTMState(tf.cast(cell, state[0].dtype), tf.cast(hidden, state[1].dtype))
-        return self._basic_call(inputs, state, recurrent_mask, detach)
+    def call(self, inputs, initial_state=None, training=None, masks=None, seed=None, detach=None):
+        if masks is not None:
+            output_mask, state_mask = masks
+        else:
+            output_mask, state_mask = self._call_masks(_batch_size(inputs), training, seed)
+        state = self._start_state(inputs, initial_state)
+        if detach is None and self.uses_cudnn_path(state_mask):
+            outputs, state = self._cudnn_call(inputs, state, training)
+        else:
+            outputs, state = self._basic_call(inputs, state, state_mask, detach)
+        if self.stateful and initial_state is None:
+            self._hold(state)
+        outputs = self.drop_output(outputs, output_mask)
+        if not self.return_sequences:
+            outputs = outputs[:, -1]
+        return (outputs, state) if self.return_state else outputs
+
+    def _start_state(self, inputs, initial_state):
+        if initial_state is not None:
+            return LSTMState(*initial_state)
+        batch_size = _batch_size(inputs)
+        zeros = tf.zeros([batch_size, self.units])
+        if not self.stateful:
+            return LSTMState(zeros, zeros)
+        # The held batch size is a variable of its own: TensorFlow's graph optimizer may fold the
+        # shape of a variable's value to the one it was created with.
+        same = tf.equal(self.held_rows.read_value(), batch_size)
+
+        def held_or_zeros(held):
+            value = tf.cond(same, held.read_value, lambda: zeros)
+            value.set_shape(zeros.shape)
+            return value
+
+        return LSTMState(*(held_or_zeros(held) for held in self.held_state))
+
+    def _hold(self, state):
+        for held, value in zip(self.held_state, state):
+            held.assign(tf.cast(value, held.dtype))
+        self.held_rows.assign(tf.shape(state.cell)[0])
+
+    def reset_state(self) -> None:
+        """Forgets the held state (`stateful`): the next call starts from zeros."""
+        if self.held_state is not None:
+            for held in self.held_state:
+                held.assign(tf.zeros([0, self.units]))
+            self.held_rows.assign(0)
+
+    reset_states = reset_state
+
+    def _cudnn_call(self, inputs, state, training):
+        cell, hidden = state
+        outputs, new_hidden, new_cell = self.lstm(inputs, initial_state=[hidden, cell], training=training)
+        return outputs, LSTMState(tf.cast(new_cell, cell.dtype), tf.cast(new_hidden, hidden.dtype))
 
     def _projected(self, inputs):
-        """(`x W + b` of every step, `recurrent_kernel`), in the product dtype; static time only."""
-        if inputs.shape[1] is None:
-            raise ValueError("BasicLSTM's basic path needs a static number of time steps.")
+        """(`x W + b` of every step, `recurrent_kernel`), in the product dtype."""
         kernel, recurrent_kernel, bias = (tf.cast(tf.convert_to_tensor(weight), self.product_dtype)
                                           for weight in (self.kernel, self.recurrent_kernel, self.bias))
         return tf.einsum("bti,ig->btg", tf.cast(inputs, self.product_dtype), kernel) + bias, recurrent_kernel
@@ -388,14 +531,17 @@ class BasicLSTM(keras.layers.Layer):
     def stepwise(self, inputs, state, recurrent_mask=None):
         """The basic path stepped with plain TensorFlow ops, every step exposed (for Ω).
 
-        Returns (outputs, (cell, hidden), trace): the values of `call` (float32 only), and a
+        Returns (outputs, (cell, hidden), trace): the unmasked outputs and the new state of
+        `call(inputs, state, masks=(None, recurrent_mask))` (float32 only, static time), and a
         `StepTrace` whose `hiddens[t]` is the tensor h_t itself, so `tape.gradient(cost, hiddens)`
         gives the total derivatives ∂E/∂h_t, and whose `step(t, (c_{t-1}, h_{t-1}))` recomputes h_t
         from the unmasked previous output (the mask is applied inside, as in the window).
         Autodiff of this path is slower than the hand-written one, but differentiable twice.
         """
         if self.product_dtype != tf.float32:
-            raise ValueError("BasicLSTM.stepwise (used for Ω) runs in float32 only.")
+            raise ValueError("VariationalLSTM.stepwise (used for Ω) runs in float32 only.")
+        if inputs.shape[1] is None:
+            raise ValueError("VariationalLSTM.stepwise needs a static number of time steps.")
         projected, recurrent_kernel = self._projected(inputs)
 
         def fed(output):
@@ -417,6 +563,45 @@ class BasicLSTM(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(units=self.units, init_scale=self.init_scale, forget_bias=self.forget_bias,
-                      rnn_mode=self.rnn_mode, seed=self.seed, precision=self.precision)
+        config.update(units=self.units, keep_output=self.keep_output, keep_state=self.keep_state,
+                      mask_policy=self.mask_policy, forget_bias=self.forget_bias,
+                      init_scale=self.init_scale, return_sequences=self.return_sequences,
+                      return_state=self.return_state, stateful=self.stateful, rnn_mode=self.rnn_mode,
+                      seed=self.seed, precision=self.precision)
+        return config
+
+
+def _check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {choices}.")
+
+
+def _batch_size(inputs):
+    """The batch size of `[batch, ...]` inputs: a Python int when static, else a scalar tensor."""
+    return inputs.shape[0] if inputs.shape[0] is not None else tf.shape(inputs)[0]
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BasicLSTM(VariationalLSTM):
+    """`VariationalLSTM` with the explicit-state call of gradual_rnn 0.x (no dropout of its own).
+
+    call(inputs `<float>[batch, time, input]`, state `(c, h)` each `<float>[batch, units]`,
+    recurrent_mask `<float>[batch, units]` or None) -> (outputs `<float>[batch, time, units]`,
+    new state `LSTMState(c, h)`): the outputs are the unmasked h of every step; the h fed back (and
+    returned as state) is `h * recurrent_mask` (the state mask of `VariationalLSTM`).
+    """
+
+    def __init__(self, units: int, init_scale: float = 0.1, forget_bias: float = 0.0,
+                 rnn_mode: str = "auto", seed: Optional[int] = None, precision: str = "float32", **kwargs):
+        super().__init__(units, forget_bias=forget_bias, init_scale=init_scale, return_sequences=True,
+                         return_state=True, rnn_mode=rnn_mode, seed=seed, precision=precision, **kwargs)
+
+    def call(self, inputs, state, recurrent_mask=None, detach=None, training=False):
+        return super().call(inputs, state, training=training, masks=(None, recurrent_mask), detach=detach)
+
+    def get_config(self):
+        config = super().get_config()
+        for name in ("keep_output", "keep_state", "mask_policy", "return_sequences", "return_state",
+                     "stateful"):
+            del config[name]
         return config

@@ -18,7 +18,8 @@ def assert_config_round_trip(layer, call):
     config = layer.get_config()
     restored = type(layer).from_config(config)
     assert restored.get_config() == config
-    # Same seed, same initial values.
+    # Same seed, same initial values (a layer makes its weights when built, at its first call).
+    call(layer)
     call(restored)
     for mine, theirs in zip(layer.weights, restored.weights, strict=True):
         np.testing.assert_array_equal(theirs.numpy(), mine.numpy())

@@ -8,10 +8,11 @@ import pytest
 
 import gradual_rnn.nn
 from gradual_rnn import configs
-from gradual_rnn.nn import base, heads, language_model, lstm
+from gradual_rnn.nn import base, heads, language_model, lstm, objectives
 
 NN_FOLDER = pathlib.Path(gradual_rnn.nn.__file__).parent
-DEFINED_IN = {"BasicLSTM": lstm, "LSTMState": lstm, "lstm_recurrence": lstm,
+DEFINED_IN = {"BasicLSTM": lstm, "LSTMState": lstm, "VariationalLSTM": lstm, "lstm_recurrence": lstm,
+              "WindowCrossEntropy": objectives, "Perplexity": objectives,
               "LanguageModel": language_model, "WordEmbedding": language_model, "freeze": language_model,
               "grow": language_model, "parameter_count": language_model,
               "SoftmaxHead": heads, "TiedSoftmaxHead": heads, "summed_softmax_cost": heads}
@@ -69,8 +70,9 @@ def test_import_scan_sees_an_import_of_the_config(tmp_path):
 
 
 def test_layers_accept_the_config_choices_they_mirror():
-    """nn/ keeps its own copies of two of the config's tuples (it does not import the config)."""
+    """nn/ keeps its own copies of three of the config's tuples (it does not import the config)."""
     assert lstm.RNN_MODES == configs.RNN_MODES
+    assert language_model.DROPOUT_STYLES == configs.DROPOUT_STYLES
     for precision in configs.PRECISIONS:
         base.compute_dtype(precision)
     with pytest.raises(ValueError, match="precision='float64'"):

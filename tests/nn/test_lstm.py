@@ -128,13 +128,24 @@ def test_recurrent_mask_path_matches_numpy(mode):
     assert np.abs(unmasked[:, 1:] - outputs[:, 1:]).max() > 1e-3
 
 
-def test_basic_path_needs_static_time():
-    layer = _new_lstm("basic")
-    run = tf.function(lambda inputs, cell, hidden: layer(inputs, (cell, hidden))[0],
-                      input_signature=[tf.TensorSpec([BATCH, None, INPUT]),
-                                       tf.TensorSpec([BATCH, UNITS]), tf.TensorSpec([BATCH, UNITS])])
-    with pytest.raises(ValueError, match="static number of time steps"):
-        run(*_window())
+def test_basic_path_runs_a_time_length_known_only_at_run_time():
+    """A graph traced with an unknown time length runs one step per loop iteration: the same
+    outputs, state and gradients as the static window, with the state mask."""
+    layer = _new_lstm("basic", forget_bias=1.0)
+    mask = (np.random.RandomState(9).uniform(size=(BATCH, UNITS)) < 0.5).astype(np.float32) / 0.5
+
+    def run(inputs, cell, hidden):
+        with tf.GradientTape() as tape:
+            tape.watch([inputs, cell, hidden])
+            outputs, state = layer(inputs, (cell, hidden), recurrent_mask=mask)
+            loss = tf.reduce_sum(outputs * outputs) + tf.reduce_sum(state.cell * state.hidden)
+        return [outputs, *state] + tape.gradient(loss, [inputs, cell, hidden, layer.recurrent_kernel])
+
+    dynamic = tf.function(run, input_signature=[tf.TensorSpec([BATCH, None, INPUT]),
+                                                tf.TensorSpec([BATCH, UNITS]), tf.TensorSpec([BATCH, UNITS])])
+    window = [tf.constant(value) for value in _window()]
+    for mine, wanted in zip(dynamic(*window), tf.function(run)(*window), strict=True):
+        np.testing.assert_allclose(mine.numpy(), wanted.numpy(), rtol=0, atol=1e-6)
 
 
 # --- cuDNN eligibility by construction. ---
