@@ -84,7 +84,16 @@ def _tiny(**changes):
 # --- The registry against the tables of docs/reference.md. ---
 
 def test_registry_holds_exactly_the_spec_configs():
-    assert set(configs.CONFIGS) == set(EXPECTED)
+    """The references' configs, and the two WikiText-2 configs of docs/corpora.md."""
+    assert set(configs.CONFIGS) == set(EXPECTED) | {"small_wikitext2", "gl_wikitext2"}
+
+
+def test_the_wikitext2_configs():
+    small, gl = configs.get_config("small_wikitext2"), configs.get_config("gl_wikitext2")
+    assert (small.num_layers, small.hidden_size, small.num_steps, small.keep_prob_embed) == (2, 200, 35, 0.8)
+    assert small.keep_output == ((0.8,), (0.8, 0.8)) and small.learning_rate_schedule == "tutorial"
+    assert (gl.hidden_size, gl.tied_weights, gl.dropout_style, gl.gradual, gl.layer_epochs) == (650, True, "variational", True, 40)
+    assert gl.test_rule == "at_best_valid" and small.vocab_size == gl.vocab_size == 33278
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -269,8 +269,8 @@ def _wikitext_corpus(folder):
 def test_a_wikitext_layout_corpus_trains_exports_and_scores(tmp_path, capsys):
     """Not PTB: a folder in WikiText's layout (its vocabulary of 33 words, not 10,000, taken from the
     corpus), the words outside it dropped and counted; then the run is exported and scores text."""
+    import gradual_rnn
     from gradual_rnn.cli import export as export_command
-    from gradual_rnn.serve import generate
 
     corpus_dir = _wikitext_corpus(tmp_path / "wiki")
     save = tmp_path / "run"
@@ -283,12 +283,13 @@ def test_a_wikitext_layout_corpus_trains_exports_and_scores(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         export_command.run_main(["export", f"--save_path={save}", f"--export_dir={tmp_path / 'export'}"])
     assert not stopped.value.code
-    exported = generate.load_export(str(tmp_path / "export"))
-    assert len(exported.words) == 33 and exported.words[-1] != "never"
-    scores = generate.score_sentences(exported, generate.split_sentences("v1 v2 unknownword\n"))
-    assert scores.unknown.tolist() == [1] and np.isfinite(scores.total_perplexity)
-    words, _ = generate.generate_words(exported, "v1 v2", 5, seed=1)
-    assert len(words) == 5 and set(words) <= set(exported.words)
+    exported = gradual_rnn.load(str(tmp_path / "export"))
+    vocabulary = (tmp_path / "export" / "vocab.txt").read_text().splitlines()
+    assert len(vocabulary) == 33 and "never" not in vocabulary
+    scores = exported.score(["v1 v2 unknownword"])
+    assert scores.unknown_count == 1 and np.isfinite(scores.total_perplexity)
+    (generated,) = exported.generate(["v1 v2"], num_words=5, seed=1)
+    assert len(generated.words) == 5 and set(generated.words) <= set(vocabulary)
 
 
 def test_three_explicit_files_are_a_corpus(tmp_path):
