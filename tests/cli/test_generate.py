@@ -143,22 +143,26 @@ def test_an_interrupt_is_one_line_and_code_3(monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_cli_drops_unknown_words_and_streams_into_a_closed_pipe(export_dir, exported, tmp_path):
+def test_cli_drops_unknown_words_and_streams_into_a_closed_pipe(export_dir, exported, tmp_path, capsys, caplog):
+    """`score --unknown=drop --json` (in this process), and `generate` into a pipe whose reader goes
+    away after one line (a real process): exit code 1, no traceback."""
+    caplog.set_level("INFO", logger="absl")
     text = tmp_path / "text.txt"
     text.write_text("w1 w2 zzz\nw3 w4\n")
-    scoring = start_tool("score", f"--export_dir={export_dir}", f"--text_file={text}", "--unknown=drop", "--json")
     generating = start_tool("generate", f"--export_dir={export_dir}", "--prompt=w1", "--num_words=100000",
                             "--seed=2")
-    first_line = generating.stdout.readline()
-    generating.stdout.close()
-    generating.wait(timeout=300)
-    stdout, stderr = scoring.communicate(timeout=300)
-    assert scoring.returncode == 0, stderr[-3000:]
-    summary = json.loads(stdout)
+    with pytest.raises(SystemExit) as stopped:
+        generate_command.run_main(["generate", "score", f"--export_dir={export_dir}", f"--text_file={text}",
+                                   "--unknown=drop", "--json"])
+    assert not stopped.value.code
+    summary = json.loads(capsys.readouterr().out)
     assert summary["out_of_vocabulary"] == dict(count=1, handling="drop", action="dropped")
     expected = score_text(exported, "w1 w2\nw3 w4\n").total_perplexity
     assert summary["total_perplexity"] == pytest.approx(expected, rel=1e-6)
-    assert "1 words not in the vocabulary were dropped (--unknown=drop" in stderr
+    assert "1 words not in the vocabulary were dropped (--unknown=drop" in caplog.text
+    first_line = generating.stdout.readline()
+    generating.stdout.close()
+    generating.wait(timeout=300)
     assert first_line.split()[0] == "w1"
     errors = generating.stderr.read()
     assert generating.returncode == 1 and "Traceback" not in errors and "BrokenPipe" not in errors

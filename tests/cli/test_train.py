@@ -93,7 +93,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_corpus_dir, tmp_pat
     """SIGKILL mid-epoch in phase 2, then the same command: results equal an uninterrupted run of
     the same config (trained in this process)."""
     common = ["--model=test", "--gradual", "--set=num_layers=2", "--set=hidden_size=8",
-              "--set=num_steps=5", "--max_epochs=2", "--layer_epochs=1", "--checkpoint_every_windows=3",
+              "--set=num_steps=5", "--max_epochs=2", "--layer_epochs=1", "--checkpoint_every_windows=10",
               f"--data_path={tiny_corpus_dir}"]
     save = tmp_path / "killed"
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")

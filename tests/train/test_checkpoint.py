@@ -181,8 +181,6 @@ def test_deterministic_option_gives_bit_identical_weights(tmp_path, tiny_corpus)
     for key in a:
         if key.startswith("model/"):
             np.testing.assert_array_equal(a[key], b[key])
-    other = _run(tmp_path, tiny_corpus, dataclasses.replace(config, seed=8), "other", deterministic=True)
-    assert other["test_perplexity"] != first["test_perplexity"]
 
 
 @pytest.mark.slow

@@ -59,7 +59,7 @@ def test_plateau_decay_inside_the_trainer(tmp_path, tiny_corpus, monkeypatch):
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_to_identical_numbers(tmp_path, tiny_corpus):
+def test_interrupted_run_resumes_to_identical_numbers(tmp_path, tiny_corpus, caplog):
     """Stopping mid-epoch in phase 2 (130 windows, inside a call of 16 windows; Nesterov momentum,
     h-detach, variational masks) then resuming gives the perplexities and weights of a run of one
     window a call, bit for bit: seeds are derived from (phase, epoch, window) and the carried state,
@@ -75,9 +75,14 @@ def test_interrupted_run_resumes_to_identical_numbers(tmp_path, tiny_corpus):
     # 16 windows a call: phase 2 starts at window 115, so the stop cuts its first call at 15 windows.
     with pytest.raises(Interrupted):
         run_tiny(tmp_path, tiny_corpus, config, "resumed", stop_after_windows=stop_after, windows_per_call=16)
+    caplog.set_level("INFO", logger="absl")
     resumed = run_tiny(tmp_path, tiny_corpus, config, "resumed", windows_per_call=16)
+    assert "phase 2 of 2, epoch 1, window 15 run next" in caplog.text  # the restore says what runs next
     for key in ("test_perplexity", "exact_test_perplexity", "best_valid_perplexity"):
         assert resumed[key] == straight[key]
+    caplog.clear()
+    assert run_tiny(tmp_path, tiny_corpus, config, "resumed") == resumed  # finished: the same results
+    assert ": the run has finished." in caplog.text and "phase 3" not in caplog.text
     assert [r["train_perplexity"] for r in resumed["rows"]] == [r["train_perplexity"] for r in straight["rows"]]
     a, b = final_weights(tmp_path, "straight"), final_weights(tmp_path, "resumed")
     model_keys = [key for key in a if key.startswith("model/")]
@@ -229,18 +234,3 @@ def test_an_edited_sidecar_is_set_aside_and_the_one_before_used(tmp_path, tiny_c
         open(folder.sidecar(newest), "w").write(json.dumps(payload))
         assert run_tiny(tmp_path, tiny_corpus, config, f"edited{index}")["test_perplexity"] == straight["test_perplexity"]
         assert problem in caplog.text and os.path.basename(newest) in folder.set_aside_names()
-
-
-@pytest.mark.slow
-def test_restores_say_what_runs_next(tmp_path, tiny_corpus, caplog):
-    """A one-phase run: resumed mid-epoch it names the phase and epoch that run next; run again once
-    finished, it says so (never 'phase 2' of a one-phase run)."""
-    caplog.set_level("INFO", logger="absl")
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
-    with pytest.raises(Interrupted):
-        run_tiny(tmp_path, tiny_corpus, config, "run", stop_after_windows=30, checkpoint_every_windows=30)
-    run_tiny(tmp_path, tiny_corpus, config, "run")
-    assert "phase 1 of 1, epoch 1, window 30 run next" in caplog.text
-    caplog.clear()
-    run_tiny(tmp_path, tiny_corpus, config, "run")
-    assert ": the run has finished." in caplog.text and "phase 2" not in caplog.text

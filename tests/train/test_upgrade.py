@@ -64,12 +64,14 @@ def test_upgraded_legacy_run_resumes_to_the_uninterrupted_0_1_0_numbers(legacy):
 
 
 @pytest.mark.slow
-def test_upgrade_command_line(legacy, tmp_path):
+def test_upgrade_command_line(legacy, tmp_path, capsys):
+    from gradual_rnn.cli import upgrade as upgrade_command
+
     save_path, _, _ = legacy
-    done = subprocess.run([sys.executable, "-m", "gradual_rnn", "upgrade", f"--save_path={save_path}"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1])["converted"] == [
+    with pytest.raises(SystemExit) as stopped:  # the command, in this process
+        upgrade_command.run_main(["upgrade", f"--save_path={save_path}"])
+    assert not stopped.value.code
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["converted"] == [
         "best", "ckpt-000009", "ckpt-000010", "ckpt-000011"]
     # Nothing left to convert, or no run folder: one line, before TensorFlow loads (it would print
     # its start-up lines and take seconds).
