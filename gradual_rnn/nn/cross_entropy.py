@@ -1,90 +1,26 @@
-"""Sparse softmax cross-entropy on the CPU: the same bits as TensorFlow's kernel, in a third of the time.
+"""Sparse softmax cross-entropy: the loss of every token and, for training, its gradient.
 
-TensorFlow's `SparseSoftmaxCrossEntropyWithLogits` CPU kernel computes, per row of logits `x` with
-target `t`: `m = max(x)`, `s = sum(exp(x - m))`, the loss `log(s) - (x[t] - m)` and the backprop
-`exp(x - m) / s - one_hot(t)`. It evaluates the loss and the backprop through per-element generators
-that Eigen cannot vectorize, and it computes them even when only the loss is wanted. At `small`
-(`[400 x 10000]` logits) that kernel alone took 11-17 ms of a 65 ms training step
-(docs/performance.md).
+For logits `x` (one row per token) and target `t`:
 
-This module computes the same quantities with vectorized TensorFlow ops in the same order, so
-each value carries the same float32 rounding: the max, the subtraction, the exponential (the same
-Eigen code in both), the row sum (the same Eigen inner-dimension reduction), the division and the
-subtraction of the one-hot are bit-identical. The one step that is not shared is the logarithm: the
-kernel calls the C library's scalar `logf`, while `tf.math.log` is Eigen's vectorized logarithm,
-which rounds differently in about 20% of cases. `c_library_log` computes glibc's `logf` (glibc 2.28
-and later, the algorithm of its `e_logf.c`: a 16-entry table of `1/c` and `log(c)`, a degree-4
-polynomial in `r = z/c - 1`, all in float64, one rounding to float32) for the row sums only.
-Checked against the C library on 3 million values: no difference. tests/nn/test_cross_entropy.py
-asserts equality with the kernel bit for bit.
+    loss     = log(sum(exp(x - max))) - (x[t] - max)    = -log softmax(x)[t]
+    backprop = softmax(x) - one_hot(t)                  (the gradient of the loss with respect to x)
 
-On a GPU the kernel is a single fused CUDA kernel and float64 is slow, so there the kernel is used.
+Training needs both. `softmax` is one fused kernel (oneDNN's on a CPU); the loss is then read off
+it as `-log(p[t])`, which costs nothing more than a gather. When a target's probability underflows
+(below `UNDERFLOW`, e.g. with huge logits), `-log(p[t])` would be infinite while the true loss is
+finite, so then the loss is computed from the logits instead: an exact second pass, taken only when
+some row needs it. Evaluation needs only the loss, from the logits, one pass.
+
+Both agree with TensorFlow's `SparseSoftmaxCrossEntropyWithLogits` kernel to float32 rounding (a few
+units in the last place), not bit for bit: the kernel takes its logarithm from the C library, this
+module from TensorFlow's vectorised ops, one code path on every device. tests/nn/test_cross_entropy.py
+states the tolerances against the kernel and a float64 NumPy reference. A target outside the
+vocabulary gives a NaN loss (the kernel raises instead).
 """
 import tensorflow as tf
 
-# glibc's logf table (sysdeps/ieee754/flt-32/e_logf_data.c), as float64 hex literals: for each of
-# the 16 subintervals of [0x3f330000, 2 * 0x3f330000) in float32 bits, 1/c and log(c) of a point c
-# near its centre.
-_LOGF_INVERSE_CENTRES = tuple(float.fromhex(value) for value in (
-    "0x1.661ec79f8f3bep+0", "0x1.571ed4aaf883dp+0", "0x1.49539f0f010bp+0", "0x1.3c995b0b80385p+0",
-    "0x1.30d190c8864a5p+0", "0x1.25e227b0b8eap+0", "0x1.1bb4a4a1a343fp+0", "0x1.12358f08ae5bap+0",
-    "0x1.0953f419900a7p+0", "0x1p+0", "0x1.e608cfd9a47acp-1", "0x1.ca4b31f026aap-1",
-    "0x1.b2036576afce6p-1", "0x1.9c2d163a1aa2dp-1", "0x1.886e6037841edp-1", "0x1.767dcf5534862p-1"))
-_LOGF_LOG_CENTRES = tuple(float.fromhex(value) for value in (
-    "-0x1.57bf7808caadep-2", "-0x1.2bef0a7c06ddbp-2", "-0x1.01eae7f513a67p-2", "-0x1.b31d8a68224e9p-3",
-    "-0x1.6574f0ac07758p-3", "-0x1.1aa2bc79c81p-3", "-0x1.a4e76ce8c0e5ep-4", "-0x1.1973c5a611cccp-4",
-    "-0x1.252f438e10c1ep-5", "0x0p+0", "0x1.aa5aa5df25984p-5", "0x1.c5e53aa362eb4p-4",
-    "0x1.526e57720db08p-3", "0x1.bc2860d22477p-3", "0x1.1058bc8a07ee1p-2", "0x1.4043057b6ee09p-2"))
-_LOGF_LN2 = float.fromhex("0x1.62e42fefa39efp-1")
-# log1p(r) ~ r + C2 r^2 + C3 r^3 + C4 r^4
-_LOGF_C4, _LOGF_C3, _LOGF_C2 = (float.fromhex(value) for value in (
-    "-0x1.00ea348b88334p-2", "0x1.5575b0be00b6ap-2", "-0x1.ffffef20a4123p-2"))
-_SUBINTERVAL_START = 0x3f330000  # float32 bits of about 0.6992: z = x / 2^k lies in [start, 2 start)
-_EXPONENT_FIELD = -(1 << 23)  # int32 with the 9 sign-and-exponent bits set (0xff800000)
-
-
-def c_library_log(values):
-    """float32 natural log of positive normal float32 `values`, rounded exactly as glibc's `logf`.
-
-    Zero, subnormal, negative, infinite and NaN inputs take `tf.math.log`'s value instead; row sums
-    of a softmax (`>= 1`) never are. Elementwise; any shape.
-    """
-    bits = tf.bitcast(values, tf.int32)
-    offset = bits - _SUBINTERVAL_START
-    subinterval = tf.bitwise.bitwise_and(tf.bitwise.right_shift(offset, 19), 15)
-    exponent = tf.cast(tf.bitwise.right_shift(offset, 23), tf.float64)  # arithmetic shift
-    mantissa = tf.cast(tf.bitcast(bits - tf.bitwise.bitwise_and(offset, _EXPONENT_FIELD), tf.float32),
-                       tf.float64)
-    inverse_centre = tf.gather(tf.constant(_LOGF_INVERSE_CENTRES, tf.float64), subinterval)
-    log_centre = tf.gather(tf.constant(_LOGF_LOG_CENTRES, tf.float64), subinterval)
-    r = mantissa * inverse_centre - 1.0
-    r_squared = r * r
-    polynomial = (_LOGF_C4 * r_squared + (_LOGF_C3 * r + _LOGF_C2)) * r_squared
-    result = tf.cast(polynomial + ((log_centre + exponent * _LOGF_LN2) + r), tf.float32)
-    normal = tf.logical_and(values >= 1.1754944e-38, values <= 3.4028235e38)
-    return tf.where(normal, result, tf.math.log(values))
-
-
-def _use_tensorflow_kernel(logits) -> bool:
-    """The kernel on GPUs (one fused CUDA kernel there) and for dtypes other than float32."""
-    return logits.dtype != tf.float32 or bool(tf.config.list_logical_devices("GPU"))
-
-
-def _shifted_and_sums(logits):
-    shifted = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
-    exponentials = tf.exp(shifted)
-    return shifted, exponentials, tf.reduce_sum(exponentials, axis=-1)
-
-
-def sparse_cross_entropy(logits, targets):
-    """Per-token cross-entropy of `<float>[..., vocab]` logits against `<int>[...]` targets: the
-    values of `tf.nn.sparse_softmax_cross_entropy_with_logits`, bit for bit, without its backprop.
-    A target outside the vocabulary gives NaN (the kernel raises instead). For evaluation: no
-    gradient flows through it; training uses `sparse_cross_entropy_and_backprop`."""
-    if _use_tensorflow_kernel(logits):
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-    shifted, _, sums = _shifted_and_sums(logits)
-    return _losses(shifted, sums, *_targets_in_range(targets, logits))
+# A target probability below this (float32's smallest normal number is 1.2e-38) is recomputed exactly.
+UNDERFLOW = 1e-30
 
 
 def _targets_in_range(targets, logits):
@@ -93,23 +29,43 @@ def _targets_in_range(targets, logits):
     return in_range, tf.where(in_range, targets, tf.zeros_like(targets))
 
 
-def _losses(shifted, sums, in_range, safe_targets):
+def _exact_losses(logits, safe_targets):
+    """`log(sum(exp(x - max))) - (x[t] - max)` per row: accurate for any logits, and in the order of
+    TensorFlow's kernel (the maximum is taken out before the target is subtracted, so no rounding
+    of a large `logsumexp` is left in the loss)."""
+    shifted = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
     picked = tf.gather(shifted, safe_targets, batch_dims=len(safe_targets.shape))
-    losses = c_library_log(sums) - picked
+    return _log(tf.reduce_sum(tf.exp(shifted), axis=-1)) - picked
+
+
+def _log(values):
+    """The natural logarithm of float32 `values` (one per row), computed in float64 and rounded once:
+    float32's vectorised logarithm is off by one unit in the last place often enough, and always the
+    same way, to move a perplexity by 5e-7."""
+    return tf.cast(tf.math.log(tf.cast(values, tf.float64)), values.dtype)
+
+
+def _nan_outside(losses, in_range):
     return tf.where(in_range, losses, tf.constant(float("nan"), losses.dtype))
 
 
-def sparse_cross_entropy_and_backprop(logits, targets):
-    """`(losses [rows], backprop [rows, vocab])` of `[rows, vocab]` logits and `[rows]` targets: the
-    two outputs of `tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits`, bit for bit. backprop is
-    `softmax(logits) - one_hot(targets)`, the gradient of each row's loss. A target outside the
-    vocabulary gives a NaN loss (the kernel raises instead); its backprop row is not meaningful."""
-    if _use_tensorflow_kernel(logits):
-        return tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=logits, labels=targets)
-    shifted, exponentials, sums = _shifted_and_sums(logits)
+def sparse_cross_entropy(logits, targets):
+    """Per-token cross-entropy of `<float32>[..., vocab]` logits against `<int>[...]` targets (for
+    evaluation: no gradient is defined through it; training uses `sparse_cross_entropy_and_backprop`)."""
     in_range, safe_targets = _targets_in_range(targets, logits)
-    losses = _losses(shifted, sums, in_range, safe_targets)
-    probabilities = exponentials / tf.expand_dims(sums, -1)
+    return _nan_outside(_exact_losses(logits, safe_targets), in_range)
+
+
+def sparse_cross_entropy_and_backprop(logits, targets):
+    """`(losses <float32>[rows], backprop <float32>[rows, vocab])` of `[rows, vocab]` logits and
+    `[rows]` targets: each row's loss and its gradient `softmax(logits) - one_hot(targets)`."""
+    in_range, safe_targets = _targets_in_range(targets, logits)
+    probabilities = tf.nn.softmax(logits)
+    target_probabilities = tf.gather(probabilities, safe_targets, batch_dims=1)
+    underflow = tf.reduce_any(target_probabilities < UNDERFLOW)
+    losses = tf.cond(underflow, lambda: _exact_losses(logits, safe_targets),
+                     lambda: -_log(target_probabilities))
     rows = tf.range(tf.shape(targets, out_type=targets.dtype)[0], dtype=targets.dtype)
-    target_cells = tf.stack([rows, safe_targets], axis=1)
-    return losses, tf.tensor_scatter_nd_sub(probabilities, target_cells, tf.ones_like(sums))
+    backprop = tf.tensor_scatter_nd_sub(probabilities, tf.stack([rows, safe_targets], axis=1),
+                                        tf.ones_like(target_probabilities))
+    return _nan_outside(losses, in_range), backprop
