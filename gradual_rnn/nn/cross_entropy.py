@@ -5,11 +5,10 @@ For logits `x` (one row per token) and target `t`:
     loss     = log(sum(exp(x - max))) - (x[t] - max)    = -log softmax(x)[t]
     backprop = softmax(x) - one_hot(t)                  (the gradient of the loss with respect to x)
 
-Training needs both. `softmax` is one fused kernel (oneDNN's on a CPU); the loss is then read off
-it as `-log(p[t])`, which costs nothing more than a gather. When a target's probability underflows
-(below `UNDERFLOW`, e.g. with huge logits), `-log(p[t])` would be infinite while the true loss is
-finite, so then the loss is computed from the logits instead: an exact second pass, taken only when
-some row needs it. Evaluation needs only the loss, from the logits, one pass.
+Training needs both. `softmax` is one fused kernel (oneDNN's on a CPU), and the loss is read off it:
+`log(sum(exp(x - max)))` is `-log` of the row's largest probability (at least 1 / vocab, so it never
+underflows, even where the target's probability does), and `x[t] - max` comes from the logits.
+Evaluation needs only the loss, from the logits, one pass.
 
 Both agree with TensorFlow's `SparseSoftmaxCrossEntropyWithLogits` kernel to float32 rounding (a few
 units in the last place), not bit for bit: the kernel takes its logarithm from the C library, this
@@ -18,10 +17,6 @@ states the tolerances against the kernel and a float64 NumPy reference. A target
 vocabulary gives a NaN loss (the kernel raises instead).
 """
 import tensorflow as tf
-
-# A target probability below this (float32's smallest normal number is 1.2e-38) is recomputed exactly.
-UNDERFLOW = 1e-30
-
 
 def _targets_in_range(targets, logits):
     """(whether each target is a word of the vocabulary, the targets with the others set to 0)."""
@@ -61,11 +56,12 @@ def sparse_cross_entropy_and_backprop(logits, targets):
     `[rows]` targets: each row's loss and its gradient `softmax(logits) - one_hot(targets)`."""
     in_range, safe_targets = _targets_in_range(targets, logits)
     probabilities = tf.nn.softmax(logits)
-    target_probabilities = tf.gather(probabilities, safe_targets, batch_dims=1)
-    underflow = tf.reduce_any(target_probabilities < UNDERFLOW)
-    losses = tf.cond(underflow, lambda: _exact_losses(logits, safe_targets),
-                     lambda: -_log(target_probabilities))
+    # log(sum(exp(x - max))) is -log of the largest probability, which is at least 1 / vocab: read off
+    # the softmax, it never underflows, whatever the target's probability.
+    log_sums = -_log(tf.reduce_max(probabilities, axis=-1))
+    picked = tf.gather(logits, safe_targets, batch_dims=1)
+    losses = log_sums - (picked - tf.reduce_max(logits, axis=-1))
     rows = tf.range(tf.shape(targets, out_type=targets.dtype)[0], dtype=targets.dtype)
     backprop = tf.tensor_scatter_nd_sub(probabilities, tf.stack([rows, safe_targets], axis=1),
-                                        tf.ones_like(target_probabilities))
+                                        tf.ones_like(losses))
     return _nan_outside(losses, in_range), backprop

@@ -74,10 +74,10 @@ def test_losses_and_backprop_match_float64_and_the_kernel(kind, rows, vocab):
            expected_losses, LOSS_TOLERANCE)
 
 
-def test_the_exact_path_is_taken_when_a_target_probability_underflows():
+def test_a_target_probability_that_underflows_still_gives_the_exact_loss():
     logits = tf.constant([[0.0, 200.0, -200.0]])
     losses, backprop = cross_entropy.sparse_cross_entropy_and_backprop(logits, tf.constant([2]))
-    assert float(losses[0]) == pytest.approx(400.0, rel=1e-6)  # -log(p) would be inf
+    assert float(losses[0]) == pytest.approx(400.0, rel=1e-6)  # -log(p[target]) would be inf
     np.testing.assert_allclose(backprop.numpy(), [[0.0, 1.0, -1.0]], atol=1e-7)
 
 

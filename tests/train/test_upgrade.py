@@ -1,6 +1,7 @@
 """A run folder written by gradual_rnn 0.1.0 (tests/fixtures/legacy_run_0_1_0, `.npz` checkpoints,
 stopped 7 windows into phase 2) is refused with the upgrade command, converted by it, and then
-resumes to the numbers 0.1.0 itself computed for the same run uninterrupted."""
+resumes to the numbers 0.1.0 itself computed for the same run uninterrupted (to 1e-5: 0.3.0 rounds
+the cross-entropy's gradient differently)."""
 import glob
 import json
 import os
@@ -56,11 +57,20 @@ def test_upgraded_legacy_run_resumes_to_the_uninterrupted_0_1_0_numbers(legacy):
     resumed = loop.train(config, RunOptions("", save_path), corpus)
     with open(os.path.join(FIXTURE, "uninterrupted_results.json"), encoding="utf-8") as handle:
         expected = json.load(handle)
-    for key in ("test_perplexity", "exact_test_perplexity", "best_valid_perplexity", "best_phase", "best_epoch"):
+    # The run resumes on 0.3.0's cross-entropy, whose gradient rounds differently in the last bits
+    # (docs/reference.md, "Numerics of 0.3.0"): the epoch finished by 0.1.0 is its row exactly, the
+    # rest agrees to 1e-5 (these 108 windows stay far from chaos).
+    for key in ("learning_rate", "train_perplexity", "valid_perplexity", "test_perplexity"):
+        assert resumed["rows"][0].get(key) == expected["rows"][0].get(key), key
+    for key in ("best_phase", "best_epoch"):
         assert resumed[key] == expected[key], key
+    for key in ("test_perplexity", "exact_test_perplexity", "best_valid_perplexity"):
+        assert resumed[key] == pytest.approx(expected[key], rel=1e-5), key
     for mine, theirs in zip(resumed["rows"], expected["rows"], strict=True):
-        for key in ("phase", "epoch", "learning_rate", "train_perplexity", "valid_perplexity"):
-            assert mine[key] == theirs[key], key
+        assert (mine["phase"], mine["epoch"], mine["learning_rate"]) == (theirs["phase"], theirs["epoch"],
+                                                                         theirs["learning_rate"])
+        for key in ("train_perplexity", "valid_perplexity"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-5), key
 
 
 @pytest.mark.slow
