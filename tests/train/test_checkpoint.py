@@ -144,37 +144,37 @@ def test_no_readable_checkpoint_stops_and_deletes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_refuses_to_restart_when_no_checkpoint_is_readable(tmp_path, tiny_corpus):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
+def test_run_refuses_to_restart_when_no_checkpoint_is_readable(tmp_path, short_corpus):
+    config = tiny_config(vocab_size=short_corpus.vocab_size, max_epochs=1)
     with pytest.raises(Interrupted):
-        _run(tmp_path, tiny_corpus, config, "run", checkpoint_every_windows=2, stop_after_windows=3)
+        _run(tmp_path, short_corpus, config, "run", checkpoint_every_windows=2, stop_after_windows=3)
     for path in os.listdir(tmp_path / "run" / "checkpoints"):
         if path.endswith(".progress.json"):
             (tmp_path / "run" / "checkpoints" / path).write_text("{broken")
     with pytest.raises(RunFolderError, match="Restore them, or pass --restart_from_scratch"):
-        _run(tmp_path, tiny_corpus, config, "run")
-    assert _run(tmp_path, tiny_corpus, config, "run", restart_from_scratch=True)["test_perplexity"] > 1
+        _run(tmp_path, short_corpus, config, "run")
+    assert _run(tmp_path, short_corpus, config, "run", restart_from_scratch=True)["test_perplexity"] > 1
 
 
 @pytest.mark.slow
-def test_second_run_on_same_save_path_is_refused(tmp_path, tiny_corpus):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
+def test_second_run_on_same_save_path_is_refused(tmp_path, short_corpus):
+    config = tiny_config(vocab_size=short_corpus.vocab_size, max_epochs=1)
     save_path = str(tmp_path / "run")
     checkpoints.CheckpointStore(RunFolder(save_path), config)
     with RunFolder(save_path).lock():
         with pytest.raises(RunFolderError, match=r"is in use by pid \d+ on .*; two runs cannot"):
-            trainer.train(config, RunOptions("", save_path), tiny_corpus)
+            trainer.train(config, RunOptions("", save_path), short_corpus)
     # Released: the run now goes through.
-    assert trainer.train(config, RunOptions("", save_path), tiny_corpus)["test_perplexity"] > 1
+    assert trainer.train(config, RunOptions("", save_path), short_corpus)["test_perplexity"] > 1
 
 
 @pytest.mark.slow
-def test_deterministic_option_gives_bit_identical_weights(tmp_path, tiny_corpus):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1, dropout_style="variational",
+def test_deterministic_option_gives_bit_identical_weights(tmp_path, short_corpus):
+    config = tiny_config(vocab_size=short_corpus.vocab_size, max_epochs=1, dropout_style="variational",
                          keep_prob_embed=0.8, keep_output=((0.7,), (0.7, 0.7)),
                          keep_state=((0.8,), (0.8, 0.8)))
-    first = _run(tmp_path, tiny_corpus, config, "first", deterministic=True)
-    second = _run(tmp_path, tiny_corpus, config, "second", deterministic=True)
+    first = _run(tmp_path, short_corpus, config, "first", deterministic=True)
+    second = _run(tmp_path, short_corpus, config, "second", deterministic=True)
     assert first["test_perplexity"] == second["test_perplexity"]
     a, b = _final_weights(tmp_path, "first"), _final_weights(tmp_path, "second")
     assert sorted(a) == sorted(b)
@@ -184,13 +184,13 @@ def test_deterministic_option_gives_bit_identical_weights(tmp_path, tiny_corpus)
 
 
 @pytest.mark.slow
-def test_best_validation_checkpoint_is_pinned(tmp_path, tiny_corpus, monkeypatch):
+def test_best_validation_checkpoint_is_pinned(tmp_path, short_corpus, monkeypatch):
     """Validation 300, 200, 250, 260: checkpoints/best holds epoch 2's weights after pruning."""
     values = iter([300.0, 200.0, 250.0, 260.0])
     monkeypatch.setattr(evaluation.Evaluator, "valid", lambda self: next(values))
     monkeypatch.setattr(evaluation.Evaluator, "test", lambda self: (1.0, 1.0))
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=4, learning_rate_schedule="plateau")
-    _run(tmp_path, tiny_corpus, config, "run")
+    config = tiny_config(vocab_size=short_corpus.vocab_size, max_epochs=4, learning_rate_schedule="plateau")
+    _run(tmp_path, short_corpus, config, "run")
     folder = RunFolder(str(tmp_path / "run"))
     best = folder.prefixes(best=True)
     assert len(best) == 1

@@ -49,9 +49,9 @@ def _scalar_tags(folder):
 
 
 @pytest.mark.slow
-def test_tensorboard_gets_per_window_scalars(tmp_path, tiny_corpus):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
-    _run(tmp_path, tiny_corpus, config, "run", summary_every_windows=10)
+def test_tensorboard_gets_per_window_scalars(tmp_path, short_corpus):
+    config = tiny_config(vocab_size=short_corpus.vocab_size, max_epochs=1)
+    _run(tmp_path, short_corpus, config, "run", summary_every_windows=10)
     tags = _scalar_tags(str(tmp_path / "run" / "tensorboard"))
     assert {"train/window_cost", "train/gradient_norm_before_clipping", "train/learning_rate",
             "train/words_per_second", "head_2/valid_perplexity"} <= tags
@@ -74,34 +74,34 @@ def test_speed_counts_timed_windows_across_resumes(tmp_path, tiny_corpus):
 
 
 @pytest.mark.slow
-def test_a_run_that_wrote_no_checkpoint_does_not_lock_its_config(tmp_path, tiny_corpus, monkeypatch):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
+def test_a_run_that_wrote_no_checkpoint_does_not_lock_its_config(tmp_path, short_corpus, monkeypatch):
+    config = tiny_config(vocab_size=short_corpus.vocab_size, max_epochs=1)
 
     def failing_factory(*args, **kwargs):
         raise RuntimeError("the step could not be built")
 
     monkeypatch.setattr(steps, "make_train_step", failing_factory)
     with pytest.raises(RuntimeError):
-        _run(tmp_path, tiny_corpus, config, "run")
+        _run(tmp_path, short_corpus, config, "run")
     monkeypatch.undo()
     corrected = dataclasses.replace(config, hidden_size=9)
-    assert _run(tmp_path, tiny_corpus, corrected, "run")["test_perplexity"] > 1
+    assert _run(tmp_path, short_corpus, corrected, "run")["test_perplexity"] > 1
 
 
 @pytest.mark.slow
-def test_max_epochs_raised_on_a_finished_run_extends_the_last_phase(tmp_path, tiny_corpus):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, gradual=True, layer_epochs=1, max_epochs=1)
-    first = _run(tmp_path, tiny_corpus, config, "run")
+def test_max_epochs_raised_on_a_finished_run_extends_the_last_phase(tmp_path, short_corpus):
+    config = tiny_config(vocab_size=short_corpus.vocab_size, gradual=True, layer_epochs=1, max_epochs=1)
+    first = _run(tmp_path, short_corpus, config, "run")
     longer = dataclasses.replace(config, max_epochs=2)
-    extended = _run(tmp_path, tiny_corpus, longer, "run")
+    extended = _run(tmp_path, short_corpus, longer, "run")
     assert [(row["phase"], row["epoch"]) for row in extended["rows"]] == [(1, 1), (2, 1), (2, 2)]
     assert extended["rows"][:2] == first["rows"]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["max_epochs"] == 2
-    straight = _run(tmp_path, tiny_corpus, longer, "straight")
+    straight = _run(tmp_path, short_corpus, longer, "straight")
     assert [row["valid_perplexity"] for row in extended["rows"]] == [
         row["valid_perplexity"] for row in straight["rows"]]
     with pytest.raises(RunFolderError, match=r"another config \(hidden_size: saved 8 now 9, "):
-        _run(tmp_path, tiny_corpus, dataclasses.replace(longer, hidden_size=9, max_epochs=3), "run")
+        _run(tmp_path, short_corpus, dataclasses.replace(longer, hidden_size=9, max_epochs=3), "run")
 
 
 def _weights_after_windows(config, inputs, targets):

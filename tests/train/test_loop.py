@@ -29,12 +29,12 @@ def _scripted_run(tmp_path, tiny_corpus, config, valid_values, monkeypatch):
 
 
 @pytest.mark.slow
-def test_best_validation_rule_spans_phases(tmp_path, tiny_corpus, monkeypatch):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, gradual=True, layer_epochs=3, max_epochs=3,
+def test_best_validation_rule_spans_phases(tmp_path, short_corpus, monkeypatch):
+    config = tiny_config(vocab_size=short_corpus.vocab_size, gradual=True, layer_epochs=3, max_epochs=3,
                          learning_rate_schedule="plateau", test_rule="at_best_valid")
     # Phase 1: 500, 400, 450 -> tests at (1,1), (1,2). Phase 2: 420 is not below the global 400,
     # 390 is -> test at (2,2); 395 not.
-    results, tests = _scripted_run(tmp_path, tiny_corpus, config, [500, 400, 450, 420, 390, 395], monkeypatch)
+    results, tests = _scripted_run(tmp_path, short_corpus, config, [500, 400, 450, 420, 390, 395], monkeypatch)
     assert tests == [(1, 1), (1, 2), (2, 2)]
     assert (results["best_phase"], results["best_epoch"], results["best_valid_perplexity"]) == (2, 2, 390)
     rates = [row["learning_rate"] for row in results["rows"]]
@@ -42,19 +42,19 @@ def test_best_validation_rule_spans_phases(tmp_path, tiny_corpus, monkeypatch):
 
 
 @pytest.mark.slow
-def test_best_validation_reset_per_phase_option(tmp_path, tiny_corpus, monkeypatch):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, gradual=True, layer_epochs=2, max_epochs=2,
+def test_best_validation_reset_per_phase_option(tmp_path, short_corpus, monkeypatch):
+    config = tiny_config(vocab_size=short_corpus.vocab_size, gradual=True, layer_epochs=2, max_epochs=2,
                          learning_rate_schedule="plateau", test_rule="at_best_valid",
                          best_valid_across_phases=False)
-    _, tests = _scripted_run(tmp_path, tiny_corpus, config, [500, 400, 450, 420], monkeypatch)
+    _, tests = _scripted_run(tmp_path, short_corpus, config, [500, 400, 450, 420], monkeypatch)
     assert tests == [(1, 1), (1, 2), (2, 1), (2, 2)]
 
 
 @pytest.mark.slow
-def test_plateau_decay_inside_the_trainer(tmp_path, tiny_corpus, monkeypatch):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=5, learning_rate_schedule="plateau",
+def test_plateau_decay_inside_the_trainer(tmp_path, short_corpus, monkeypatch):
+    config = tiny_config(vocab_size=short_corpus.vocab_size, max_epochs=5, learning_rate_schedule="plateau",
                          learning_rate_decay=0.5)
-    results, _ = _scripted_run(tmp_path, tiny_corpus, config, [300, 200, 210, 220, 100], monkeypatch)
+    results, _ = _scripted_run(tmp_path, short_corpus, config, [300, 200, 210, 220, 100], monkeypatch)
     assert [row["learning_rate"] for row in results["rows"]] == [1.0, 1.0, 1.0, 0.5, 0.25]
 
 
@@ -92,11 +92,11 @@ def test_interrupted_run_resumes_to_identical_numbers(tmp_path, tiny_corpus, cap
 
 
 @pytest.mark.slow
-def test_changed_config_is_refused(tmp_path, tiny_corpus):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
-    run_tiny(tmp_path, tiny_corpus, config, "run")
+def test_changed_config_is_refused(tmp_path, short_corpus):
+    config = tiny_config(vocab_size=short_corpus.vocab_size, max_epochs=1)
+    run_tiny(tmp_path, short_corpus, config, "run")
     with pytest.raises(RunFolderError, match=r"another config \(hidden_size: saved 8 now 9\)"):
-        run_tiny(tmp_path, tiny_corpus, dataclasses.replace(config, hidden_size=9), "run")
+        run_tiny(tmp_path, short_corpus, dataclasses.replace(config, hidden_size=9), "run")
 
 
 def test_save_path_that_is_a_file_is_refused(tmp_path, tiny_corpus):
@@ -133,9 +133,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_corpus, mo
 
 
 @pytest.mark.slow
-def test_results_json_and_tensorboard_written(tmp_path, tiny_corpus):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, gradual=True, layer_epochs=1, max_epochs=1)
-    results = run_tiny(tmp_path, tiny_corpus, config, "run")
+def test_results_json_and_tensorboard_written(tmp_path, short_corpus):
+    config = tiny_config(vocab_size=short_corpus.vocab_size, gradual=True, layer_epochs=1, max_epochs=1)
+    results = run_tiny(tmp_path, short_corpus, config, "run")
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["test_perplexity"] == results["test_perplexity"]
     assert [(row["phase"], row["depth"], row["epoch"]) for row in saved["rows"]] == [(1, 1, 1), (2, 2, 1)]
@@ -161,27 +161,27 @@ def test_a_perplexity_beyond_the_bound_stops_the_run_before_any_results(tmp_path
     assert not os.path.isdir(folder.summaries) or not os.listdir(folder.summaries)
 
 
-def test_a_validation_beyond_the_bound_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, tiny_corpus,
+def test_a_validation_beyond_the_bound_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, short_corpus,
                                                                                     monkeypatch):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=3)
+    config = tiny_config(vocab_size=short_corpus.vocab_size, max_epochs=3)
     values = iter([30.0, 1e9])
     monkeypatch.setattr(evaluation.Evaluator, "valid", lambda self: next(values))
     with pytest.raises(TrainingDiverged, match=r"validation perplexity became 1e\+09 after phase 1, epoch 2; "
                                                r"the last good checkpoint, ckpt-\d+ .* is kept"):
-        run_tiny(tmp_path, tiny_corpus, config, "run")
+        run_tiny(tmp_path, short_corpus, config, "run")
     folder = RunFolder(str(tmp_path / "run"))
     assert not os.path.exists(folder.results_file)
     assert len(folder.read_progress(folder.complete()[-1]).rows) == 1
 
 
-def test_no_best_validation_means_no_results(tmp_path, tiny_corpus, monkeypatch):
+def test_no_best_validation_means_no_results(tmp_path, short_corpus, monkeypatch):
     """A GL-rule run whose validation never beats the rule's starting value (10000) has no test
     perplexity to report: it fails instead of reporting 10000 as its best validation."""
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1, test_rule="at_best_valid")
+    config = tiny_config(vocab_size=short_corpus.vocab_size, max_epochs=1, test_rule="at_best_valid")
     monkeypatch.setattr(evaluation.Evaluator, "valid", lambda self: 20000.0)
     monkeypatch.setattr(progress, "DIVERGENCE_FACTOR", 1000.0)  # 41 words: 20000 is no divergence then
     with pytest.raises(TrainingDiverged, match="No epoch of the run scored a validation perplexity below"):
-        run_tiny(tmp_path, tiny_corpus, dataclasses.replace(config, vocab_size=tiny_corpus.vocab_size), "run")
+        run_tiny(tmp_path, short_corpus, dataclasses.replace(config, vocab_size=short_corpus.vocab_size), "run")
 
 
 def test_results_are_strict_json(tmp_path):
@@ -193,29 +193,30 @@ def test_results_are_strict_json(tmp_path):
 
 # ----- a run resumes only on its own data -----
 @pytest.mark.slow
-def test_a_resume_on_other_data_is_refused_naming_what_differs(tmp_path, tiny_corpus, tiny_corpus_dir):
-    config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=2)
+def test_a_resume_on_other_data_is_refused_naming_what_differs(tmp_path, short_corpus, tiny_corpus_dir):
+    config = tiny_config(vocab_size=short_corpus.vocab_size, max_epochs=2)
     with pytest.raises(Interrupted):
-        run_tiny(tmp_path, tiny_corpus, config, "run", stop_after_windows=5, checkpoint_every_windows=5)
-    smoke = dataclasses.replace(tiny_corpus, train=tiny_corpus.train[:1000])
+        run_tiny(tmp_path, short_corpus, config, "run", stop_after_windows=5, checkpoint_every_windows=5)
+    smoke = dataclasses.replace(short_corpus, train=short_corpus.train[:400])
     with pytest.raises(RunFolderError, match=r"trained on other data \(fingerprint: saved .* smoke_test: saved "
                                              r"False now True, tokens: saved"):
-        run_tiny(tmp_path, smoke, config, "run", smoke_test={"train": 1000})
+        run_tiny(tmp_path, smoke, config, "run", smoke_test={"train": 400})
     with pytest.raises(RunFolderError, match=r"other data \(map_unknown_to_unk: saved False now True\)"):
-        run_tiny(tmp_path, tiny_corpus, config, "run", map_unknown_to_unk=True)
-    swapped = dataclasses.replace(tiny_corpus, valid=tiny_corpus.test, test=tiny_corpus.valid)
+        run_tiny(tmp_path, short_corpus, config, "run", map_unknown_to_unk=True)
+    swapped = dataclasses.replace(short_corpus, valid=short_corpus.test, test=short_corpus.valid)
     with pytest.raises(RunFolderError, match=r"other data \(fingerprint: saved .*, tokens: saved"):
         run_tiny(tmp_path, swapped, config, "run")
-    assert run_tiny(tmp_path, tiny_corpus, config, "run")["test_perplexity"] > 1  # its own data: resumes
+    assert run_tiny(tmp_path, short_corpus, config, "run")["test_perplexity"] > 1  # its own data: resumes
     folder = RunFolder(str(tmp_path / "run"))
-    assert folder.read_vocabulary() == tiny_corpus.words()
+    assert folder.read_vocabulary() == short_corpus.words()
 
 
 # ----- sidecars are range-checked -----
 @pytest.mark.slow
 def test_an_edited_sidecar_is_set_aside_and_the_one_before_used(tmp_path, tiny_corpus, caplog):
-    """A newest sidecar edited to window=999999, phase=7 or an epoch its rows do not show: set aside
-    with the reason logged, and the run resumes from the checkpoint before, to the same numbers."""
+    """A newest sidecar edited to window=999999, or to an epoch its rows do not show: set aside with
+    the reason logged, and the run resumes from the checkpoint before, to the same numbers. (A phase
+    outside the run's is checked the same way: test_run_folder's sidecar checks.)"""
     import shutil
 
     config = tiny_config(vocab_size=tiny_corpus.vocab_size, max_epochs=1)
@@ -224,7 +225,6 @@ def test_an_edited_sidecar_is_set_aside_and_the_one_before_used(tmp_path, tiny_c
                  windows_per_call=1)
     straight = run_tiny(tmp_path, tiny_corpus, config, "straight")
     for index, (edit, problem) in enumerate([(dict(window=999999), "window 999999 is outside 0..114"),
-                                             (dict(phase=7), "phase 7 is outside 1..2"),
                                              (dict(epoch=1), "epoch 1 does not follow its 0 finished epochs")]):
         shutil.copytree(tmp_path / "stopped", tmp_path / f"edited{index}")
         folder = RunFolder(str(tmp_path / f"edited{index}"))
