@@ -204,8 +204,23 @@ def windows_call(step, jit_compile: bool = False):
                                                (tf.constant(0), state, *arrays))
         return costs.stack(), state, norms.stack()
 
-    # One trace serves every K (calls end early at checkpoints, stops and epoch ends).
-    return tf.function(run, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+    compiled = tf.function(run, jit_compile=jit_compile, autograph=False)
+    traced = []
+
+    def call(inputs, targets, state, keys, masks):
+        # One trace serves every K (calls end early at checkpoints, stops and epoch ends): the first
+        # call traces for any K, so the next K does not trace again.
+        if not traced:
+            traced.append(compiled.get_concrete_function(_any_count(inputs), _any_count(targets), state,
+                                                         _any_count(keys), masks))
+        return compiled(inputs, targets, state, keys, masks)
+
+    return call
+
+
+def _any_count(tensor):
+    """The spec of `tensor` with any size on its first axis (the K windows of a call)."""
+    return tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype)
 
 
 def sampled_window(model, variables, config: Config, dropout, depth: int, seed, window, batch_size):

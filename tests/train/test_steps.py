@@ -318,3 +318,30 @@ def test_sampling_refuses_what_it_cannot_do():
         tiny_config(sampling=True, q_min=2.0)
     with pytest.raises(configs.ConfigError, match="sampling runs in float32 without h_detach"):
         tiny_config(sampling=True, h_detach=0.5)
+
+
+def test_windows_call_traces_once_for_every_number_of_windows():
+    """The K-window call is traced once, for any K, on its first call: later calls with another K
+    (the calls cut at checkpoints and epoch ends) run the same graph, window after window, the
+    state carried from one window to the next."""
+    traces = []
+
+    def step(inputs, targets, state, key, masks):
+        traces.append(inputs.shape)
+        cost = tf.cast(tf.reduce_sum(inputs * targets), tf.float32) + state
+        return cost, state + 1.0, tf.cast(tf.reduce_sum(key), tf.float32)
+
+    many = steps.windows_call(step)
+    rng = np.random.default_rng(0)
+    state = tf.constant(0.0)
+    for count in (4, 7, 1):
+        inputs = rng.integers(0, 9, size=(count, 2, 3)).astype(np.int32)
+        targets = rng.integers(0, 9, size=(count, 2, 3)).astype(np.int32)
+        keys = np.arange(count * 3, dtype=np.int64).reshape(count, 3)
+        costs, new_state, norms = many(tf.constant(inputs), tf.constant(targets), state, tf.constant(keys), None)
+        start = float(state)
+        np.testing.assert_array_equal(costs.numpy(), (inputs * targets).sum(axis=(1, 2)) + start + np.arange(count))
+        np.testing.assert_array_equal(norms.numpy(), keys.sum(axis=1))
+        assert float(new_state) == start + count
+        state = new_state
+    assert len(traces) == 1
