@@ -205,14 +205,15 @@ def windows_call(step, jit_compile: bool = False):
         return costs.stack(), state, norms.stack()
 
     compiled = tf.function(run, jit_compile=jit_compile, autograph=False)
-    traced = []
+    traced = False
 
     def call(inputs, targets, state, keys, masks):
         # One trace serves every K (calls end early at checkpoints, stops and epoch ends): the first
         # call traces for any K, so the next K does not trace again.
+        nonlocal traced
         if not traced:
-            traced.append(compiled.get_concrete_function(_any_count(inputs), _any_count(targets), state,
-                                                         _any_count(keys), masks))
+            compiled.get_concrete_function(_any_count(inputs), _any_count(targets), state, _any_count(keys), masks)
+            traced = True
         return compiled(inputs, targets, state, keys, masks)
 
     return call
