@@ -31,8 +31,13 @@ left out, so the step cannot beat this bound.
 Each distinct product (shape and transposes) is timed alone: `tf.matmul` of two variables inside a
 compiled `tf.while_loop` that runs it back to back, enough times that one call takes about
 --target_ms (found by warm-up calls of doubling length); the median over --repeats calls, minus the
-cost of one iteration of the same loop without the product (measured alike), is its time. The bound
-per window is sum(count * time), and the bound words/sec is T / that. It measures the machine as it is during
+cost of one iteration of the same loop without the product (measured alike), is its time. A
+whole-window product runs with up to 10 loop iterations at once (TensorFlow's default), its fastest
+rate. The per-step products are "chained": each step's product needs the step before it, in any
+implementation, so they run one iteration at a time, either at full height or as two half-height
+products side by side (the recurrence's row groups), whichever is faster. (Until 2026-12-06 they
+too ran overlapped, at rates no recurrence can reach: 35 instead of 80 us for `small`'s `h R`.) The
+bound per window is sum(count * time), and the bound words/sec is T / that. It measures the machine as it is during
 the run, which is why run_interleaved.sh runs it once per round between the implementations.
 
 Prints a table to stderr and one JSON line to stdout: impl ("gemm_bound"), config, bound_wps,
@@ -72,11 +77,12 @@ class Product:
     transpose_a: bool = False
     transpose_b: bool = False
     count: int = 1
+    chained: bool = False  # one per time step, each waiting for the step before
 
     @property
     def shape(self):
-        """(m, k, n, transpose_a, transpose_b): products with the same shape are timed once."""
-        return self.m, self.k, self.n, self.transpose_a, self.transpose_b
+        """(m, k, n, transpose_a, transpose_b, chained): products with the same shape are timed once."""
+        return self.m, self.k, self.n, self.transpose_a, self.transpose_b, self.chained
 
     @property
     def flops(self) -> int:
@@ -96,9 +102,9 @@ def layer_products(config: configs.Config, layer: int) -> List[Product]:
     name = f"layer {layer}"
     return [
         Product(f"{name} input projection x W", tokens, width, gates),
-        Product(f"{name} recurrence h R (per step)", config.batch_size, units, gates, count=steps),
+        Product(f"{name} recurrence h R (per step)", config.batch_size, units, gates, count=steps, chained=True),
         Product(f"{name} gate gradient into h, dgates R^T (per step, from a copy of R^T)", config.batch_size,
-                gates, units, count=steps),
+                gates, units, count=steps, chained=True),
         Product(f"{name} recurrent-kernel gradient h^T dgates", units, tokens, gates, transpose_a=True),
         Product(f"{name} input gradient dprojected W^T", tokens, gates, width, transpose_b=True),
         Product(f"{name} kernel gradient x^T dprojected", width, tokens, gates, transpose_a=True),
@@ -134,23 +140,28 @@ def distinct_products(products: List[Product]):
     return merged
 
 
-def looped(body, carried):
-    """A compiled `iterations -> result` running `body` back to back in one graph loop."""
+def looped(body, carried, parallel_iterations: int):
+    """A compiled `iterations -> result` running `body` back to back in one graph loop, at most
+    `parallel_iterations` iterations at once (1: each starts when the one before has finished)."""
 
     @tf.function
     def run(iterations):
         def step(index, value):
             return index + 1, body(value)
 
-        return tf.while_loop(lambda index, _: index < iterations, step, (tf.constant(0), carried))[1]
+        return tf.while_loop(lambda index, _: index < iterations, step, (tf.constant(0), carried),
+                             parallel_iterations=parallel_iterations)[1]
 
     return run
+
+
+OVERLAPPED, ONE_AT_A_TIME = 10, 1  # parallel iterations of the timing loop (10 is TensorFlow's default)
 
 
 def call_seconds(run, iterations: int) -> float:
     """Wall seconds of one call of `run` (its result read back)."""
     started = time.perf_counter()
-    run(tf.constant(iterations)).numpy()
+    tf.nest.map_structure(lambda value: value.numpy(), run(tf.constant(iterations)))
     return time.perf_counter() - started
 
 
@@ -167,35 +178,55 @@ def median_seconds_per_iteration(run, target_seconds: float, repeats: int) -> fl
     return float(np.median([call_seconds(run, iterations) / iterations for _ in range(repeats)]))
 
 
-def time_shape(shape, target_seconds: float, repeats: int) -> float:
-    """Median seconds of one float32 `tf.matmul` of this shape (loop included)."""
-    m, k, n, transpose_a, transpose_b = shape
+def time_shape(shape, target_seconds: float, repeats: int, overheads) -> float:
+    """Seconds of one float32 `tf.matmul` of this shape, the loop's own cost (`overheads`, by
+    parallel iterations) taken off.
+
+    A whole-window product is timed with overlapping loop iterations, its fastest rate. A chained
+    product (one per time step) is timed one iteration at a time, since each step's product waits
+    for the step before; and, when the rows split in two, also as two half-height products side by
+    side per iteration (the row groups of `nn.lstm.lstm_recurrence`): the faster of the two counts."""
+    m, k, n, transpose_a, transpose_b, chained = shape
     generator = tf.random.Generator.from_seed(0)
-    left = tf.Variable(generator.normal((k, m) if transpose_a else (m, k)))
-    right = tf.Variable(generator.normal((n, k) if transpose_b else (k, n)))
 
-    def product(_):
-        return tf.matmul(left, right, transpose_a=transpose_a, transpose_b=transpose_b)
+    def operands(rows):
+        return (tf.Variable(generator.normal((k, rows) if transpose_a else (rows, k))),
+                tf.Variable(generator.normal((n, k) if transpose_b else (k, n))))
 
-    return median_seconds_per_iteration(looped(product, tf.zeros([m, n])), target_seconds, repeats)
+    def products(pairs):
+        return lambda _: tuple(tf.matmul(left, right, transpose_a=transpose_a, transpose_b=transpose_b)
+                               for left, right in pairs)
+
+    def timed(pairs, rows, parallel_iterations):
+        run = looped(products(pairs), tuple(tf.zeros([rows, n]) for _ in pairs), parallel_iterations)
+        return median_seconds_per_iteration(run, target_seconds, repeats) - overheads[parallel_iterations]
+
+    if not chained:
+        return timed([operands(m)], m, OVERLAPPED)
+    candidates = [timed([operands(m)], m, ONE_AT_A_TIME)]
+    if m % 2 == 0 and not transpose_a:
+        candidates.append(timed([operands(m // 2), operands(m // 2)], m // 2, ONE_AT_A_TIME))
+    return min(candidates)
 
 
-def loop_overhead(target_seconds: float, repeats: int) -> float:
+def loop_overhead(target_seconds: float, repeats: int, parallel_iterations: int) -> float:
     """Median seconds of one iteration of the timing loop with nothing in it."""
-    return median_seconds_per_iteration(looped(lambda value: value, tf.zeros([])), target_seconds, repeats)
+    return median_seconds_per_iteration(looped(lambda value: value, tf.zeros([]), parallel_iterations),
+                                        target_seconds, repeats)
 
 
 def shape_label(shape) -> str:
-    m, k, n, transpose_a, transpose_b = shape
+    m, k, n, transpose_a, transpose_b, chained = shape
     left = f"[{k}x{m}]^T" if transpose_a else f"[{m}x{k}]"
     right = f"[{n}x{k}]^T" if transpose_b else f"[{k}x{n}]"
-    return f"{left} {right}"
+    return f"{left} {right}" + (" chained" if chained else "")
 
 
 def print_table(config_name: str, rows, overhead: float, total_seconds: float, words: int, cores_used: float):
     """The products and the bound, for people, to stderr."""
-    print(f"\nGEMM bound of one `{config_name}` training window ({words} words), float32; "
-          f"loop overhead {overhead * 1e6:.2f} us per product subtracted:", file=sys.stderr)
+    print(f"\nGEMM bound of one `{config_name}` training window ({words} words), float32; loop overhead "
+          f"{overhead[OVERLAPPED] * 1e6:.2f} us (overlapped) / {overhead[ONE_AT_A_TIME] * 1e6:.2f} us "
+          f"(chained) per product subtracted:", file=sys.stderr)
     print(f"{'product [m x k] [k x n]':<32} {'count':>6} {'us each':>10} {'GFLOP/s':>8} "
           f"{'ms/window':>10} {'share':>6}  what", file=sys.stderr)
     for row in rows:
@@ -232,19 +263,21 @@ def main(argv=None):
     cpu_model, cpu_extensions = ptb_benchmark.cpu_report()
     target_seconds = arguments.target_ms / 1e3
     started, started_cpu = time.perf_counter(), time.process_time()
-    overhead = loop_overhead(target_seconds, arguments.repeats)
+    overhead = {iterations: loop_overhead(target_seconds, arguments.repeats, iterations)
+                for iterations in (OVERLAPPED, ONE_AT_A_TIME)}
     rows, total_seconds = [], 0.0
     for shape, (count, names) in products.items():
-        seconds = max(time_shape(shape, target_seconds, arguments.repeats) - overhead, 1e-9)
+        seconds = max(time_shape(shape, target_seconds, arguments.repeats, overhead), 1e-9)
         flops = 2 * shape[0] * shape[1] * shape[2]
-        rows.append(dict(shape=shape_label(shape), count=count, ms=round(seconds * 1e3, 6),
+        rows.append(dict(shape=shape_label(shape), chained=shape[5], count=count, ms=round(seconds * 1e3, 6),
                          gflops=round(flops / seconds / 1e9, 2), what=names))
         total_seconds += count * seconds
     cores_used = (time.process_time() - started_cpu) / (time.perf_counter() - started)
     print_table(arguments.config, rows, overhead, total_seconds, words, cores_used)
     output = dict(impl="gemm_bound", config=arguments.config, bound_wps=round(words / total_seconds, 1),
                   bound_ms_per_window=round(total_seconds * 1e3, 4), words_per_step=words, products=rows,
-                  loop_overhead_us=round(overhead * 1e6, 3), cores_used=round(cores_used, 2),
+                  loop_overhead_us=round(overhead[OVERLAPPED] * 1e6, 3),
+                  chained_loop_overhead_us=round(overhead[ONE_AT_A_TIME] * 1e6, 3), cores_used=round(cores_used, 2),
                   repeats=arguments.repeats, dtype="float32",
                   cpu=cpu_model, cpu_extensions=cpu_extensions, host=platform.node(), ncpu=os.cpu_count(),
                   framework=f"tf {tf.__version__}")
