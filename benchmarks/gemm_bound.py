@@ -35,10 +35,9 @@ cost of one iteration of the same loop without the product (measured alike), is 
 whole-window product runs with up to 10 loop iterations at once (TensorFlow's default), its fastest
 rate. The per-step products are "chained": each step's product needs the step before it, in any
 implementation, so they run one iteration at a time, either at full height or as two half-height
-products side by side (the recurrence's row groups), whichever is faster. (Until 2026-12-06 they
-too ran overlapped, at rates no recurrence can reach: 35 instead of 80 us for `small`'s `h R`.) The
-bound per window is sum(count * time), and the bound words/sec is T / that. It measures the machine as it is during
-the run, which is why run_interleaved.sh runs it once per round between the implementations.
+products side by side (the recurrence's row groups), whichever is faster. The bound per window is
+sum(count * time), and the bound words/sec is T / that. It measures the machine as it is during the
+run, which is why run_interleaved.sh runs it once per round between the implementations.
 
 Prints a table to stderr and one JSON line to stdout: impl ("gemm_bound"), config, bound_wps,
 bound_ms_per_window, products (shape, count, ms each, gflops, what), words_per_step,
@@ -102,7 +101,8 @@ def layer_products(config: configs.Config, layer: int) -> List[Product]:
     name = f"layer {layer}"
     return [
         Product(f"{name} input projection x W", tokens, width, gates),
-        Product(f"{name} recurrence h R (per step)", config.batch_size, units, gates, count=steps, chained=True),
+        Product(f"{name} recurrence h R (per step)", config.batch_size, units, gates, count=steps,
+                chained=True),
         Product(f"{name} gate gradient into h, dgates R^T (per step, from a copy of R^T)", config.batch_size,
                 gates, units, count=steps, chained=True),
         Product(f"{name} recurrent-kernel gradient h^T dgates", units, tokens, gates, transpose_a=True),
@@ -222,8 +222,8 @@ def shape_label(shape) -> str:
     return f"{left} {right}" + (" chained" if chained else "")
 
 
-def print_table(config_name: str, rows, overhead: float, total_seconds: float, words: int, cores_used: float):
-    """The products and the bound, for people, to stderr."""
+def print_table(config_name: str, rows, overhead, total_seconds: float, words: int, cores_used: float):
+    """The products and the bound, for people, to stderr (`overhead`: the loop's, by parallel iterations)."""
     print(f"\nGEMM bound of one `{config_name}` training window ({words} words), float32; loop overhead "
           f"{overhead[OVERLAPPED] * 1e6:.2f} us (overlapped) / {overhead[ONE_AT_A_TIME] * 1e6:.2f} us "
           f"(chained) per product subtracted:", file=sys.stderr)
@@ -269,15 +269,16 @@ def main(argv=None):
     for shape, (count, names) in products.items():
         seconds = max(time_shape(shape, target_seconds, arguments.repeats, overhead), 1e-9)
         flops = 2 * shape[0] * shape[1] * shape[2]
-        rows.append(dict(shape=shape_label(shape), chained=shape[5], count=count, ms=round(seconds * 1e3, 6),
-                         gflops=round(flops / seconds / 1e9, 2), what=names))
+        rows.append(dict(shape=shape_label(shape), chained=shape[5], count=count,
+                         ms=round(seconds * 1e3, 6), gflops=round(flops / seconds / 1e9, 2), what=names))
         total_seconds += count * seconds
     cores_used = (time.process_time() - started_cpu) / (time.perf_counter() - started)
     print_table(arguments.config, rows, overhead, total_seconds, words, cores_used)
     output = dict(impl="gemm_bound", config=arguments.config, bound_wps=round(words / total_seconds, 1),
                   bound_ms_per_window=round(total_seconds * 1e3, 4), words_per_step=words, products=rows,
                   loop_overhead_us=round(overhead[OVERLAPPED] * 1e6, 3),
-                  chained_loop_overhead_us=round(overhead[ONE_AT_A_TIME] * 1e6, 3), cores_used=round(cores_used, 2),
+                  chained_loop_overhead_us=round(overhead[ONE_AT_A_TIME] * 1e6, 3),
+                  cores_used=round(cores_used, 2),
                   repeats=arguments.repeats, dtype="float32",
                   cpu=cpu_model, cpu_extensions=cpu_extensions, host=platform.node(), ncpu=os.cpu_count(),
                   framework=f"tf {tf.__version__}")
